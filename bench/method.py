@@ -1,0 +1,210 @@
+"""The method contract (`Method`), the fit context handed to it, and the shared epoch loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from bench.data import CrossModalData
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A registered named variant of a method family: fixed parameter values + a description."""
+
+    fixed: dict[str, Any]
+    description: str
+
+
+@dataclass
+class _NoParams:
+    pass
+
+
+class Method:
+    """Base class for method plugins.
+
+    Subclasses set `name`, `description`, a `Params` dataclass (typed hyperparameters with
+    defaults, see `bench.params.spec`), optionally `variants` (ablations fixing some
+    parameters) and `presets` (per-dataset defaults, e.g. the released hyperparameters).
+    The harness calls `fit(train, val, ctx)` once, then `encode(image=..., text=...)`.
+    Plugins never touch files, MLflow or Optuna: all they need comes from `ctx`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type] = _NoParams
+    variants: ClassVar[dict[str, Variant]] = {}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    supports_missing: ClassVar[bool] = False
+    iterative: ClassVar[bool] = False  # trained over epochs (uses ctx.report)
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Optuna search space: parameter values suggested from `trial` (empty by default)."""
+        return {}
+
+    def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
+        """Learn from `train`; select the best epoch on `val` (never on test)."""
+        raise NotImplementedError
+
+    def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Map raw features into the common space: (image_embeddings, text_embeddings)."""
+        raise NotImplementedError
+
+
+class Pruned(Exception):
+    """Raised from `FitContext.report` when a tuner decides to stop this trial early."""
+
+
+@dataclass
+class FitContext:
+    """What a method may use while fitting: seed, device, logging, best-epoch reporting.
+
+    `log(step, **metrics)` records per-step metrics; `report(epoch, val_map)` records the
+    validation score of an epoch (feeds best-epoch selection, early stopping and pruning).
+    """
+
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    time_budget_s: float | None = None
+    show_progress: bool = False
+    label: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    on_log: list[Callable[[int, dict[str, float]], None]] = field(default_factory=list)
+    on_report: list[Callable[[int, float], None]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_map: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def log(self, step: int, **metrics: float) -> None:
+        """Record metrics for a step (epoch); forwarded to tracking."""
+        clean = {k: float(v) for k, v in metrics.items()}
+        for row in self.history:
+            if row.get("step") == step:
+                row.update(clean)
+                break
+        else:
+            self.history.append({"step": step, **clean})
+        for hook in self.on_log:
+            hook(step, clean)
+
+    def report(self, epoch: int, val_map: float) -> None:
+        """Record the validation mAP of an epoch; may raise `Pruned` when a tuner says stop."""
+        self.log(epoch, val_map=val_map)
+        if self.best_val_map is None or val_map > self.best_val_map:
+            self.best_val_map, self.best_epoch = float(val_map), epoch
+        for hook in self.on_report:
+            hook(epoch, val_map)
+
+    def out_of_time(self) -> bool:
+        """True once the time budget (if any) is spent."""
+        return self.time_budget_s is not None and time.monotonic() - self.started > self.time_budget_s
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A torch generator seeded from the run seed (on CPU; use for shuffling)."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available (else mps, else cpu); otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def validation_map(method: Method, val: CrossModalData, device: torch.device | None = None) -> float:
+    """Mean of image->text and text->image mAP@all on the validation split (queries = retrieval)."""
+    from bench.metrics import mean_average_precision
+
+    img, txt = method.encode(image=val.image, text=val.text)
+    i2t = mean_average_precision(img, txt, val.labels, val.labels, device=device)
+    t2i = mean_average_precision(txt, img, val.labels, val.labels, device=device)
+    return 0.5 * (i2t + t2i)
+
+
+@dataclass
+class EpochResult:
+    """Outcome of `run_epochs`: best epoch, its validation mAP, epochs actually run."""
+
+    best_epoch: int
+    best_val_map: float
+    epochs_run: int
+    stopped_early: bool
+
+
+def run_epochs(
+    ctx: FitContext,
+    module: torch.nn.Module,
+    train_epoch: Callable[[int], dict[str, float]],
+    validate: Callable[[], float],
+    epochs: int,
+    patience: int | None = None,
+) -> EpochResult:
+    """The shared training loop: train, validate, keep the best epoch's weights, stop early.
+
+    `train_epoch(epoch)` trains one epoch and returns loss values to log; `validate()` returns
+    the validation mAP. The state of `module` with the best validation mAP is restored at the
+    end. Patience counts epochs without improvement; `None` disables early stopping.
+    """
+    from bench.progress import progress
+
+    best_state: dict[str, torch.Tensor] | None = None
+    best, best_epoch, since_best, ran = -math.inf, 0, 0, 0
+    stopped = False
+    bar = progress(range(1, epochs + 1), total=epochs, desc=f"epochs {ctx.label}".strip(),
+                   enabled=ctx.show_progress, leave=False)
+    for epoch in bar:
+        module.train()
+        losses = train_epoch(epoch)
+        bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
+        if bad:
+            raise FloatingPointError(f"loss {bad[0]} became {losses[bad[0]]} at epoch {epoch}; "
+                                     "lower the learning rate or check the input features")
+        ctx.log(epoch, **losses)
+        module.eval()
+        with torch.no_grad():
+            score = float(validate())
+        ran = epoch
+        ctx.report(epoch, score)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(val_map=f"{score:.4f}", best=f"{max(best, score):.4f}")
+        if score > best:
+            best, best_epoch, since_best = score, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        else:
+            since_best += 1
+            if patience is not None and since_best >= patience:
+                stopped = True
+                break
+        if ctx.out_of_time():
+            stopped = True
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return EpochResult(best_epoch=best_epoch, best_val_map=best, epochs_run=ran, stopped_early=stopped)
+
+
+def param_dict(method: Method) -> dict[str, Any]:
+    """The method's hyperparameters as a plain dict."""
+    return dataclasses.asdict(method.params) if dataclasses.is_dataclass(method.params) else {}
+
+
+__all__ = ["EpochResult", "FitContext", "Method", "Pruned", "Variant", "param_dict",
+           "resolve_device", "run_epochs", "validation_map"]
