@@ -1,10 +1,183 @@
-"""The `bench` command line."""
+"""The `bench` command line: run, report, list, ui, data."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import click
 
+from bench.errors import BenchError
 
-@click.group()
+
+def results_root(value: str | None) -> Path:
+    """--results, else $BENCH_RESULTS, else ./results."""
+    return Path(value or os.environ.get("BENCH_RESULTS", "results"))
+
+
+class Group(click.Group):
+    """Turns user errors (BenchError) into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="bench")
 def main() -> None:
     """Benchmark harness for multi-label cross-modal retrieval."""
+
+
+results_option = click.option("--results", "results", default=None, metavar="DIR",
+                              help="results folder (default $BENCH_RESULTS or ./results)")
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@results_option
+@click.option("--force", is_flag=True, help="rerun runs that already finished")
+@click.option("--dry-run", is_flag=True, help="list the runs (and whether each is done) without running")
+@click.option("--device", default=None, help="override the sweep's device: auto, cpu, cuda, cuda:N")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
+@click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")
+def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device: str | None,
+        tracking_uri: str | None, no_mlflow: bool) -> None:
+    """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable."""
+    from bench.progress import interactive
+    from bench.runner import Runner
+    from bench.sweep import load_sweep
+
+    sweep = load_sweep(sweep_file, device=device)
+    root = results_root(results)
+    if dry_run:
+        runner = Runner(sweep, root)
+        todo = {s.key for s in runner.pending()}
+        for label, reason in sweep.skipped.items():
+            click.echo(f"skipped dataset {label}: {reason}")
+        for spec in sweep.specs:
+            if spec.dataset_label in sweep.skipped:
+                continue
+            state = "todo" if spec.key in todo else "done"
+            click.echo(f"{state}  {spec.key}  {spec.describe()}")
+        click.echo(f"{len(todo)} of {len(sweep.specs)} runs to do (device {sweep.device}); nothing was run")
+        return
+    from filelock import FileLock, Timeout
+
+    out = root / sweep.name
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BenchError(f"another `bench run` is already running sweep '{sweep.name}' in {root} "
+                         f"(lock {out / '.lock'}); wait for it or use another --results folder") from None
+    try:
+        tracker = None
+        if not no_mlflow:
+            from bench.tracking import MlflowTracker, default_uri
+
+            tracker = MlflowTracker(tracking_uri or default_uri(root), sweep.name, root.resolve() / "mlartifacts")
+            stale = tracker.close_stale()
+            if stale:
+                click.echo(f"marked {stale} MLflow run(s) left running by an interrupted invocation as KILLED")
+        runner = Runner(sweep, root, tracker=tracker, force=force, show_progress=interactive(), echo=click.echo)
+        summary = runner.run()
+    finally:
+        lock.release()
+    ran = summary.ok + summary.failed
+    skipped = sum(1 for s in sweep.specs if s.dataset_label in summary.skipped_datasets)
+    click.echo(f"sweep {sweep.name}: {summary.total} runs; {ran} ran now ({summary.ok} ok, {summary.failed} failed), "
+               f"{summary.done_before} already finished, {skipped} skipped; records in {out / 'runs'}")
+    if summary.failed:
+        click.echo(f"{summary.failed} run(s) failed; their reasons are in the records and above; "
+                   "rerunning the sweep retries them", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("sweeps", nargs=-1)
+@results_option
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "html"]), default="markdown",
+              show_default=True)
+@click.option("--digits", default=4, show_default=True, help="decimals in the table")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write to a file instead")
+def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, output: str | None) -> None:
+    """Tables of mean +- std mAP over seeds, from the records of SWEEPS (names or sweep files; default all)."""
+    from bench.records import write_atomic
+    from bench.report import report as make_report
+
+    root = results_root(results)
+    names, keys = [], None
+    for item in sweeps:
+        if item.endswith((".yaml", ".yml")):
+            from bench.sweep import load_sweep
+
+            sw = load_sweep(item)
+            names.append(sw.name)
+            keys = (keys or set()) | {s.key for s in sw.specs}
+        else:
+            if not (root / item / "runs").is_dir():
+                raise BenchError(f"no sweep '{item}' under {root}; run `bench run` first or check --results")
+            names.append(item)
+    text = make_report(root, names or None, keys=keys, fmt=fmt, digits=digits)
+    if output:
+        write_atomic(Path(output), text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["methods", "datasets"]))
+@click.argument("pattern", required=False, default="*")
+def list_(what: str, pattern: str) -> None:
+    """List registered methods (with what each variant fixes) or datasets; PATTERN is a wildcard."""
+    from bench.registry import dataset_classes, match, method_entries
+
+    if what == "methods":
+        entries = method_entries()
+        for name in match(list(entries), pattern):
+            e = entries[name]
+            fixed = ", ".join(f"{k}={v}" for k, v in e.fixed.items())
+            click.echo(f"{name:28s} {e.description}" + (f"  [fixes {fixed}]" if fixed else ""))
+    else:
+        classes = dataset_classes()
+        for name in match(list(classes), pattern):
+            click.echo(f"{name:28s} {classes[name].description}")
+
+
+@main.command()
+@results_option
+@click.option("--port", default=5000, show_default=True)
+@click.option("--tracking-uri", default=None, metavar="URI", help="backend store (default the embedded one)")
+def ui(results: str | None, port: int, tracking_uri: str | None) -> None:
+    """Serve the MLflow UI for the results on http://127.0.0.1:PORT."""
+    import subprocess
+
+    from bench.tracking import default_uri
+
+    root = results_root(results)
+    uri = tracking_uri or default_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise BenchError(f"no MLflow store at {uri}; run a sweep first or pass --tracking-uri")
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(port)]
+    try:
+        sys.exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        pass
+
+
+try:  # the data commands live in their own module
+    from bench.cli_data import data as _data_group
+except ImportError:  # pragma: no cover - during development only
+    _data_group = None
+if _data_group is not None:
+    main.add_command(_data_group)

@@ -30,7 +30,7 @@ class SplitSpec:
                        low=0.0, high=0.9)
     seed: int = spec(0, help="seed of the split (independent of the training seed)")
     retrieval: Literal["test", "train+test", "db"] = spec(
-        "test", help="retrieval set: the test queries themselves (field default), train+test, or the dataset's db split")
+        "test", help="retrieval set: the test queries (field default), train+test, or the dataset's db split")
 
 
 @dataclass(frozen=True)

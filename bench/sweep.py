@@ -1,0 +1,275 @@
+"""Sweep files: YAML -> validated, fully resolved `RunSpec`s (nothing runs or is written here).
+
+A sweep is datasets x methods (or variants) x parameter grids x seeds. Every value is checked
+before the first run starts, with a message naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import params as P
+from bench.errors import BenchError, ConfigError
+from bench.registry import MethodEntry, get_dataset, get_method
+from bench.splits import MissingSpec, SplitSpec
+
+TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides"}
+DATASET_KEYS = {"name", "label", "params", "split", "missing", "missing_policy", "optional"}
+METHOD_KEYS = {"name", "label", "params", "grid"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved run: a dataset configuration, a method with all its parameters, a seed."""
+
+    sweep: str
+    dataset: str
+    dataset_label: str
+    dataset_params: dict[str, Any]
+    split: dict[str, Any]
+    missing: dict[str, Any] | None
+    missing_policy: str
+    method: str
+    method_label: str
+    family: str
+    params: dict[str, Any]
+    seed: int
+    optional: bool = False
+    code_version: str = ""
+
+    @property
+    def key(self) -> str:
+        """Run key: hash of the canonical resolved spec and the method's code version."""
+        return run_key(self)
+
+    def describe(self) -> str:
+        """A short human-readable name of the run."""
+        return f"{self.dataset_label} | {self.method_label} | seed {self.seed}"
+
+
+def run_key(spec: RunSpec) -> str:
+    """sha256 over the canonical JSON of what determines a result (not labels, not the device)."""
+    payload = {
+        "dataset": spec.dataset, "dataset_params": spec.dataset_params, "split": spec.split,
+        "missing": spec.missing, "missing_policy": spec.missing_policy, "method": spec.method,
+        "params": spec.params, "seed": spec.seed, "code": spec.code_version,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_version(cls: type) -> str:
+    """Hash of the source file defining a plugin class: editing the method invalidates its records."""
+    try:
+        source = inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        source = f"{cls.__module__}.{cls.__qualname__}"
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep: its name, device, the resolved runs and the datasets it will skip."""
+
+    name: str
+    path: Path
+    device: str
+    specs: list[RunSpec]
+    description: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class _Where:
+    """Builds 'file: key.path' prefixes for messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, *keys: Any) -> str:
+        return f"{self.path}: " + ".".join(str(k) for k in keys)
+
+
+def _mapping(value: Any, where: str, what: str = "a mapping (key: value)") -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_keys(d: dict, allowed: set[str], where: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}'{P.near(str(key), allowed)}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+
+
+def read_yaml(path: Path) -> Any:
+    """Safe-load a YAML file with one-line errors."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such sweep file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{at}: invalid YAML: {problem}") from None
+
+
+def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
+    """Parse and validate a sweep file into resolved run specs."""
+    path = Path(path)
+    raw = read_yaml(path)
+    at = _Where(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep file must be a mapping with 'datasets' and 'methods' keys")
+    _check_keys(raw, TOP_KEYS, at("(top level)").rstrip("."))
+    for required in ("datasets", "methods"):
+        if required not in raw:
+            raise ConfigError(f"{path}: missing required key '{required}'; see the sweep reference in README.md")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"{at('name')}: must be a non-empty string without '/'")
+    dev = device or raw.get("device", "auto")
+    if not isinstance(dev, str) or not (dev in ("auto", "cpu", "mps") or dev.startswith("cuda")):
+        raise ConfigError(f"{at('device')}: {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"{at('seeds')}: expected a non-empty list of non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{at('seeds')}: duplicate seeds {seeds}")
+    default_split = _mapping(raw.get("split"), at("split"))
+    P.build(SplitSpec, default_split, at("split"))
+    overrides = _mapping(raw.get("overrides"), at("overrides"))
+    datasets = raw["datasets"]
+    methods = raw["methods"]
+    if not isinstance(datasets, list) or not datasets:
+        raise ConfigError(f"{at('datasets')}: expected a non-empty list of datasets")
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"{at('methods')}: expected a non-empty list of methods")
+    method_items = [_parse_method(m, at("methods", i)) for i, m in enumerate(methods)]
+
+    specs: list[RunSpec] = []
+    skipped: dict[str, str] = {}
+    labels_seen: set[str] = set()
+    for i, d in enumerate(datasets):
+        if isinstance(d, str):
+            d = {"name": d}
+        where = at("datasets", i)
+        d = _mapping(d, where)
+        _check_keys(d, DATASET_KEYS, where)
+        if "name" not in d:
+            raise ConfigError(f"{where}: missing required key 'name'")
+        try:
+            dcls = get_dataset(d["name"])
+        except BenchError as exc:
+            raise ConfigError(f"{where}.name: {exc}") from None
+        dparams = P.as_dict(P.build(dcls.Params, _mapping(d.get("params"), f"{where}.params"), f"{where}.params"))
+        split = P.as_dict(P.build(SplitSpec, {**default_split, **_mapping(d.get("split"), f"{where}.split")},
+                                  f"{where}.split"))
+        missing = None
+        if d.get("missing") is not None:
+            mspec = P.build(MissingSpec, _mapping(d["missing"], f"{where}.missing"), f"{where}.missing")
+            missing = None if mspec.complete else P.as_dict(mspec)
+        policy = d.get("missing_policy", "drop")
+        if policy not in ("drop", "zero"):
+            raise ConfigError(f"{where}.missing_policy: {policy!r} is not one of drop, zero")
+        optional = d.get("optional", False)
+        if not isinstance(optional, bool):
+            raise ConfigError(f"{where}.optional: expected true/false")
+        label = d.get("label") or d["name"]
+        if not isinstance(label, str):
+            raise ConfigError(f"{where}.label: expected a string")
+        if label in labels_seen:
+            raise ConfigError(f"{where}.label: '{label}' is used twice; give each dataset entry a distinct label")
+        labels_seen.add(label)
+        ds_over = _mapping(overrides.get(label, overrides.get(d["name"])), at("overrides", label))
+        for mname in ds_over:
+            if mname != "*":
+                try:
+                    get_method(mname)
+                except BenchError as exc:
+                    raise ConfigError(f"{at('overrides', label, mname)}: {exc}") from None
+        for (entry, mlabel, mparams, grid) in method_items:
+            known = {f.name for f in dataclasses.fields(entry.cls.Params)} - set(entry.fixed)
+            star = _mapping(ds_over.get("*"), at("overrides", label, "*"))
+            over = {**{k: v for k, v in star.items() if k in known},  # "*" applies where it fits
+                    **_mapping(ds_over.get(entry.family), at("overrides", label, entry.family)),
+                    **_mapping(ds_over.get(entry.name), at("overrides", label, entry.name))}
+            for combo in grid:
+                resolved = resolve_params(entry, d["name"], {**over, **mparams, **combo},
+                                          at("methods", mlabel))
+                suffix = "".join(f" {k}={v}" for k, v in combo.items())
+                for seed in seeds:
+                    specs.append(RunSpec(
+                        sweep=name, dataset=d["name"], dataset_label=label, dataset_params=dparams,
+                        split=split, missing=missing, missing_policy=policy, method=entry.name,
+                        method_label=mlabel + suffix, family=entry.family, params=resolved, seed=seed,
+                        optional=optional, code_version=code_version(entry.cls)))
+        if optional:
+            reason = dcls(get_dataset_params(dcls, dparams)).missing()
+            if reason:
+                skipped[label] = reason
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        dup = next(s for s in specs if keys.count(s.key) > 1)
+        raise ConfigError(f"{path}: the run '{dup.describe()}' appears twice (same dataset, method, parameters "
+                          "and seed); remove the duplicate entry")
+    return Sweep(name=name, path=path, device=dev, specs=specs, description=str(raw.get("description", "")),
+                 skipped=skipped)
+
+
+def get_dataset_params(dcls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a dataset's Params dataclass from resolved values."""
+    return P.build(dcls.Params, values, dcls.name)
+
+
+def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict]]:
+    if isinstance(m, str):
+        m = {"name": m}
+    m = _mapping(m, where)
+    _check_keys(m, METHOD_KEYS, where)
+    if "name" not in m:
+        raise ConfigError(f"{where}: missing required key 'name'")
+    try:
+        entry = get_method(m["name"])
+    except BenchError as exc:
+        raise ConfigError(f"{where}.name: {exc}") from None
+    params = _mapping(m.get("params"), f"{where}.params")
+    grid_raw = _mapping(m.get("grid"), f"{where}.grid")
+    axes = []
+    for key, values in grid_raw.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}.grid.{key}: expected a list of values to try, got {values!r}")
+        if not values:
+            raise ConfigError(f"{where}.grid.{key}: empty grid; list at least one value")
+        if key in params:
+            raise ConfigError(f"{where}.grid.{key}: also set in params; keep one")
+        axes.append([(key, v) for v in values])
+    grid = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
+    label = m.get("label") or m["name"]
+    return entry, str(label), params, grid
+
+
+def resolve_params(entry: MethodEntry, dataset: str, given: dict[str, Any], where: str) -> dict[str, Any]:
+    """Params defaults < presets[dataset] < given < the variant's fixed values (conflicts are errors)."""
+    for key, value in entry.fixed.items():
+        if key in given and given[key] != value:
+            raise ConfigError(f"{where}.params.{key}: '{entry.name}' fixes {key}={value!r}; "
+                              f"remove it or use the family '{entry.family}'")
+    merged = {**entry.cls.presets.get(dataset, {}), **given, **entry.fixed}
+    params = P.build(entry.cls.Params, merged, f"{where}.params")
+    return P.as_dict(params) if dataclasses.is_dataclass(params) else {}
