@@ -133,6 +133,31 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, 
         click.echo(text, nl=False)
 
 
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@results_option
+@click.option("--trials", default=20, show_default=True, help="trials to add to each study")
+@click.option("--timeout", default=None, type=float, help="stop each study after this many seconds")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage URL for many machines (default: a journal file under the results)")
+@click.option("--device", default=None, help="override the sweep's device")
+def tune(sweep_file: str, results: str | None, trials: int, timeout: float | None, storage: str | None,
+         device: str | None) -> None:
+    """Optuna studies on the VALIDATION split, one per (dataset, method) of SWEEP_FILE.
+
+    Best parameters are saved as JSON; reuse them in a run sweep with `params_from: PATH`.
+    """
+    from bench.progress import interactive
+    from bench.sweep import load_sweep
+    from bench.tune import tune as run_tune
+
+    if trials < 1:
+        raise BenchError("--trials must be at least 1")
+    sweep = load_sweep(sweep_file, device=device)
+    run_tune(sweep, results_root(results), trials, timeout=timeout, storage=storage, echo=click.echo,
+             show_progress=interactive())
+
+
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "datasets"]))
 @click.argument("pattern", required=False, default="*")

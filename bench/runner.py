@@ -30,7 +30,7 @@ import torch
 from bench import params as P
 from bench.data import CrossModalData
 from bench.errors import BenchError
-from bench.method import FitContext, resolve_device
+from bench.method import FitContext, resolve_device, validation_map
 from bench.records import read_record, record_path, write_record
 from bench.registry import get_dataset, get_method
 from bench.splits import MissingSpec, Split, SplitSpec, get_split, missing_mask
@@ -149,6 +149,8 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
     t0 = time.perf_counter()
     method.fit(train, val, ctx)
     fit_s = time.perf_counter() - t0
+    if ctx.best_val_map is None and val.n:  # non-iterative methods: score the fitted model once
+        ctx.best_val_map = validation_map(method, val, device)
     out: dict[str, Any] = {
         "history": ctx.history, "best_epoch": ctx.best_epoch, "val_map": ctx.best_val_map,
         "n_train": train.n, "n_val": val.n, "n_test": len(split.test), "n_retrieval": len(split.retrieval),

@@ -24,7 +24,7 @@ from bench.splits import MissingSpec, SplitSpec
 
 TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides"}
 DATASET_KEYS = {"name", "label", "params", "split", "missing", "missing_policy", "optional"}
-METHOD_KEYS = {"name", "label", "params", "grid"}
+METHOD_KEYS = {"name", "label", "params", "grid", "params_from"}
 
 
 @dataclass(frozen=True)
@@ -228,6 +228,11 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
         dup = next(s for s in specs if keys.count(s.key) > 1)
         raise ConfigError(f"{path}: the run '{dup.describe()}' appears twice (same dataset, method, parameters "
                           "and seed); remove the duplicate entry")
+    names = [(s.dataset_label, s.method_label, s.seed) for s in specs]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"{at('methods')}: two entries are both labelled '{dup[1]}' on dataset '{dup[0]}'; "
+                          "give each a distinct 'label' so the report can tell them apart")
     return Sweep(name=name, path=path, device=dev, specs=specs, description=str(raw.get("description", "")),
                  skipped=skipped)
 
@@ -235,6 +240,24 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
 def get_dataset_params(dcls: type, values: dict[str, Any]) -> Any:
     """Rebuild a dataset's Params dataclass from resolved values."""
     return P.build(dcls.Params, values, dcls.name)
+
+
+def _params_from(value: Any, entry: MethodEntry, where: str) -> dict[str, Any]:
+    """Parameters saved by `bench tune` (a JSON file with a 'params' mapping)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected the path of a JSON file written by `bench tune`")
+    path = Path(value)
+    if not path.exists():
+        raise ConfigError(f"{where}: {path} does not exist; run `bench tune` first or fix the path")
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {path} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        raise ConfigError(f"{where}: {path} has no 'params' mapping; was it written by `bench tune`?")
+    if doc.get("method") not in (None, entry.name, entry.family):
+        raise ConfigError(f"{where}: {path} holds parameters of '{doc['method']}', not '{entry.name}'")
+    return {k: v for k, v in doc["params"].items() if k not in entry.fixed}
 
 
 def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict]]:
@@ -249,6 +272,8 @@ def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict
     except BenchError as exc:
         raise ConfigError(f"{where}.name: {exc}") from None
     params = _mapping(m.get("params"), f"{where}.params")
+    if m.get("params_from") is not None:
+        params = {**_params_from(m["params_from"], entry, f"{where}.params_from"), **params}
     grid_raw = _mapping(m.get("grid"), f"{where}.grid")
     axes = []
     for key, values in grid_raw.items():
@@ -260,7 +285,7 @@ def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict
             raise ConfigError(f"{where}.grid.{key}: also set in params; keep one")
         axes.append([(key, v) for v in values])
     grid = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
-    label = m.get("label") or m["name"]
+    label = m.get("label") or (f"{m['name']} (tuned)" if m.get("params_from") else m["name"])
     return entry, str(label), params, grid
 
 

@@ -38,6 +38,12 @@ class CCA(Method):
     description = "regularised linear CCA; cosine retrieval in the canonical space"
     Params = CCAParams
 
+    @classmethod
+    def search_space(cls, trial):
+        return {"dim": trial.suggest_int("dim", 4, 256, log=True),
+                "reg": trial.suggest_float("reg", 1e-4, 1.0, log=True),
+                "power": trial.suggest_float("power", 0.0, 4.0)}
+
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         dev = ctx.device if ctx.device.type != "mps" else torch.device("cpu")  # float64 eigh
         x = torch.as_tensor(train.image, dtype=torch.float64, device=dev)

@@ -41,6 +41,10 @@ class LabelRegression(Method):
     Params = LabelRegressionParams
     supports_missing = True
 
+    @classmethod
+    def search_space(cls, trial):
+        return {"lam": trial.suggest_float("lam", 1e-4, 10.0, log=True)}
+
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         dev = ctx.device if ctx.device.type != "mps" else torch.device("cpu")
         y = torch.as_tensor(train.labels, dtype=torch.float64, device=dev)

@@ -1,0 +1,116 @@
+"""Hyperparameter tuning with Optuna on the validation split (the test split is never touched).
+
+One study per (dataset entry, method) of a sweep file; the objective is the best validation
+mAP of a run whose parameters are the sweep's plus the method's `search_space(trial)`;
+per-epoch validation reports feed Optuna's pruner. Studies live in a journal file under
+`<results>/<sweep>/tune/` (one machine) or any RDB URL (`--storage postgresql://...`, many
+machines). The best parameters are written to JSON that a run sweep reuses with `params_from`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.method import resolve_device
+from bench.records import write_atomic
+from bench.registry import get_method
+from bench.splits import SplitSpec, get_split
+from bench.sweep import RunSpec, Sweep, resolve_params
+
+
+def best_params_path(results: Path, sweep: str, dataset_label: str, method: str) -> Path:
+    """Where the best parameters of a study are saved."""
+    return Path(results) / sweep / "tune" / f"{dataset_label}__{method.replace('/', '--')}.json"
+
+
+def storage_for(results: Path, sweep: str, storage: str | None) -> Any:
+    """An Optuna storage: the given URL, else a journal file under the sweep's tune folder."""
+    if storage:
+        return storage
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(results) / sweep / "tune" / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def studies(sweep: Sweep) -> list[RunSpec]:
+    """One template spec per (dataset label, method) pair: the first seed and first grid point."""
+    seen, out = set(), []
+    for spec in sweep.specs:
+        pair = (spec.dataset_label, spec.method)
+        if pair not in seen and spec.dataset_label not in sweep.skipped:
+            seen.add(pair)
+            out.append(spec)
+    return out
+
+
+def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None, storage: str | None = None,
+         echo: Callable[[str], None] = print, show_progress: bool = False) -> list[dict[str, Any]]:
+    """Run (or continue) every study of the sweep; returns the saved best-parameter documents."""
+    import optuna
+
+    from bench.runner import execute, load_dataset
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    device = resolve_device(sweep.device)
+    store = storage_for(results, sweep.name, storage)
+    saved = []
+    for template in studies(sweep):
+        entry = get_method(template.method)
+        probe = optuna.trial.FixedTrial({})
+        try:
+            entry.cls.search_space(probe)
+        except ValueError:
+            pass  # FixedTrial without values raises once a parameter is suggested: it has a space
+        else:
+            echo(f"skip {template.dataset_label} | {template.method}: it has no search space")
+            continue
+        data = load_dataset(template, results / "cache")
+        split = get_split(data, SplitSpec(**template.split), results / "cache")
+        name = f"{sweep.name}:{template.dataset_label}:{template.method}"
+        study = optuna.create_study(
+            study_name=name, storage=store, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=template.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        given = {k: v for k, v in template.params.items()}
+
+        def objective(trial: optuna.Trial, template: RunSpec = template, given: dict = given) -> float:
+            suggested = entry.cls.search_space(trial)
+            free = {k: v for k, v in suggested.items() if k not in entry.fixed}
+            params = resolve_params(entry, template.dataset, {**given, **free}, f"tune {template.method}")
+            spec = dataclasses.replace(template, params=params)
+
+            def on_report(epoch: int, value: float) -> None:
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            out = execute(spec, data, split, device, on_report=on_report, evaluate_test=False,
+                          show_progress=show_progress)
+            trial.set_user_attr("best_epoch", out["best_epoch"])
+            return float(out["val_map"])
+
+        before = len(study.trials)
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError))
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done:
+            raise BenchError(f"study {name}: no trial completed; see the failures above")
+        best = study.best_trial
+        doc = {"study": name, "dataset": template.dataset_label, "method": template.method,
+               "value": best.value, "trial": best.number, "trials": len(study.trials),
+               "params": {k: v for k, v in best.params.items() if k not in entry.fixed},
+               "objective": "validation mAP (mean of I->T and T->I), best epoch"}
+        path = best_params_path(results, sweep.name, template.dataset_label, template.method)
+        write_atomic(path, json.dumps(doc, indent=1))
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials[before:])
+        echo(f"{template.dataset_label} | {template.method}: {len(study.trials) - before} trials "
+             f"({pruned} pruned); best validation mAP {best.value:.4f} with {doc['params']} -> {path}")
+        saved.append(doc)
+    return saved

@@ -1,0 +1,44 @@
+"""nox sessions: tests, lint, quick (the embedded default sweep), perf (benchmarks)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+    session.install("torch==2.13.0")
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (what CI runs)."""
+    _install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, plugins, tests and benchmarks."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "bench", "methods", "datasets", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def quick(session: nox.Session) -> None:
+    """The embedded default run: the quick sweep, then its report."""
+    _install(session)
+    session.run("bench", "run", "sweeps/quick.yaml")
+    session.run("bench", "report", "quick")
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """Benchmarks that print measured speed ratios (not tests)."""
+    _install(session)
+    session.run("python", "benchmarks/metrics_speed.py")
+    session.run("python", "benchmarks/train_throughput.py", *session.posargs)
