@@ -51,12 +51,38 @@ def studies(sweep: Sweep) -> list[RunSpec]:
     return out
 
 
+def make_objective(entry: Any, template: RunSpec, data: Any, split: Any, device: Any,
+                   show_progress: bool = False) -> Callable[[Any], float]:
+    """The Optuna objective: best validation mAP of a run with the trial's suggested parameters."""
+    import optuna
+
+    from bench.runner import execute
+
+    def objective(trial: optuna.Trial) -> float:
+        suggested = entry.cls.search_space(trial)
+        free = {k: v for k, v in suggested.items() if k not in entry.fixed}
+        params = resolve_params(entry, template.dataset, {**template.params, **free}, f"tune {template.method}")
+        spec = dataclasses.replace(template, params=params)
+
+        def on_report(epoch: int, value: float) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        out = execute(spec, data, split, device, on_report=on_report, evaluate_test=False,
+                      show_progress=show_progress)
+        trial.set_user_attr("best_epoch", out["best_epoch"])
+        return float(out["val_map"])
+
+    return objective
+
+
 def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None, storage: str | None = None,
          echo: Callable[[str], None] = print, show_progress: bool = False) -> list[dict[str, Any]]:
     """Run (or continue) every study of the sweep; returns the saved best-parameter documents."""
     import optuna
 
-    from bench.runner import execute, load_dataset
+    from bench.runner import load_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(sweep.device)
@@ -79,24 +105,7 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
             study_name=name, storage=store, direction="maximize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=template.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
-        given = {k: v for k, v in template.params.items()}
-
-        def objective(trial: optuna.Trial, template: RunSpec = template, given: dict = given) -> float:
-            suggested = entry.cls.search_space(trial)
-            free = {k: v for k, v in suggested.items() if k not in entry.fixed}
-            params = resolve_params(entry, template.dataset, {**given, **free}, f"tune {template.method}")
-            spec = dataclasses.replace(template, params=params)
-
-            def on_report(epoch: int, value: float) -> None:
-                trial.report(value, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            out = execute(spec, data, split, device, on_report=on_report, evaluate_test=False,
-                          show_progress=show_progress)
-            trial.set_user_attr("best_epoch", out["best_epoch"])
-            return float(out["val_map"])
-
+        objective = make_objective(entry, template, data, split, device, show_progress)
         before = len(study.trials)
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError))
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
