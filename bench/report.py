@@ -13,6 +13,9 @@ from bench.records import iter_records
 
 COLUMNS = {"map_i2t": "I→T", "map_t2i": "T→I", "map_avg": "Avg"}
 LATEX_COLUMNS = {"map_i2t": r"I$\to$T", "map_t2i": r"T$\to$I", "map_avg": "Avg"}
+# Best epoch chosen on the test split, as published code does: shown beside, never instead.
+OPTIMISTIC = "test_selected_map_avg"
+COLUMNS_EXTRA = {OPTIMISTIC: "Avg, test-selected (optimistic)"}
 
 
 def records_frame(records: list[dict[str, Any]], keys: set[str] | None = None) -> pd.DataFrame:
@@ -25,6 +28,8 @@ def records_frame(records: list[dict[str, Any]], keys: set[str] | None = None) -
         row = {"sweep": spec["sweep"], "dataset": spec["dataset_label"], "method": spec["method_label"],
                "seed": spec["seed"], "key": rec["key"], "finished": rec.get("finished", "")}
         row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if rec.get("test_selected"):
+            row["test_selected_map_avg"] = rec["test_selected"]["map_avg"]
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["sweep", "dataset", "method", "seed", "key", "finished", *COLUMNS])
@@ -41,6 +46,7 @@ def summarise(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFram
         row: dict[str, Any] = {"sweep": sweep, "dataset": dataset, "method": method, "seeds": len(g)}
         for m in metrics:
             vals = g[m].to_numpy(dtype=float) if m in g else np.array([np.nan])
+            vals = vals[~np.isnan(vals)] if not np.isnan(vals).all() else vals
             row[f"{m}_mean"] = float(np.mean(vals))
             row[f"{m}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
         row["_order"] = order[(sweep, dataset, method)]
@@ -56,6 +62,9 @@ def _cells(table: pd.DataFrame, metrics: list[str], fmt: str, digits: int) -> li
         cells = [r["dataset"], r["method"]]
         for m in metrics:
             mean, std = r[f"{m}_mean"], r[f"{m}_std"]
+            if np.isnan(mean):
+                cells.append("–")
+                continue
             if fmt == "latex":
                 text = f"{mean:.{digits}f} \\pm {std:.{digits}f}"
                 cell = f"$\\mathbf{{{mean:.{digits}f}}} \\pm {std:.{digits}f}$" if mean == best[m][i] else f"${text}$"
@@ -78,13 +87,15 @@ def render(table: pd.DataFrame, fmt: str = "markdown", metrics: list[str] | None
         t = t.reset_index(drop=True)
         rows = _cells(t, metrics, fmt, digits)
         if fmt == "markdown":
-            head = ["dataset", "method", *(f"mAP {COLUMNS.get(m, m)}" for m in metrics), "seeds"]
+            head = ["dataset", "method", *(f"mAP {COLUMNS.get(m) or COLUMNS_EXTRA.get(m, m)}" for m in metrics),
+                    "seeds"]
             lines = [f"### {sweep}", "", "| " + " | ".join(head) + " |",
                      "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
             lines += ["| " + " | ".join(c) + " |" for c in rows]
             parts.append("\n".join(lines))
         elif fmt == "latex":
-            head = ["Dataset", "Method", *(LATEX_COLUMNS.get(m, m) for m in metrics), "Seeds"]
+            head = ["Dataset", "Method", *(LATEX_COLUMNS.get(m) or COLUMNS_EXTRA.get(m, m) for m in metrics),
+                    "Seeds"]
             esc = lambda s: str(s).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")  # noqa: E731
             lines = [f"% sweep: {sweep}; mAP@all, mean $\\pm$ sample std over seeds", r"\begin{tabular}{ll"
                      + "c" * len(metrics) + "r}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
@@ -106,4 +117,7 @@ def report(results: Path, sweeps: list[str] | None = None, keys: set[str] | None
     if df.empty:
         where = ", ".join(sweeps) if sweeps else str(results)
         raise BenchError(f"no finished runs found for {where}; run `bench run SWEEP.yaml` first")
-    return render(summarise(df), fmt, digits=digits)
+    metrics = list(COLUMNS)
+    if OPTIMISTIC in df and df[OPTIMISTIC].notna().any():
+        metrics.append(OPTIMISTIC)
+    return render(summarise(df, metrics), fmt, metrics=metrics, digits=digits)

@@ -22,7 +22,7 @@ from bench.errors import BenchError, ConfigError
 from bench.registry import MethodEntry, get_dataset, get_method
 from bench.splits import MissingSpec, SplitSpec
 
-TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides"}
+TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides", "test_selected"}
 DATASET_KEYS = {"name", "label", "params", "split", "missing", "missing_policy", "optional"}
 METHOD_KEYS = {"name", "label", "params", "grid", "params_from"}
 
@@ -45,6 +45,7 @@ class RunSpec:
     seed: int
     optional: bool = False
     code_version: str = ""
+    test_selected: bool = False  # also measure the optimistic test-selected figure (see README)
 
     @property
     def key(self) -> str:
@@ -63,6 +64,8 @@ def run_key(spec: RunSpec) -> str:
         "missing": spec.missing, "missing_policy": spec.missing_policy, "method": spec.method,
         "params": spec.params, "seed": spec.seed, "code": spec.code_version,
     }
+    if spec.test_selected:
+        payload["test_selected"] = True
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -151,6 +154,9 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
         raise ConfigError(f"{at('seeds')}: expected a non-empty list of non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{at('seeds')}: duplicate seeds {seeds}")
+    test_selected = raw.get("test_selected", False)
+    if not isinstance(test_selected, bool):
+        raise ConfigError(f"{at('test_selected')}: expected true/false")
     default_split = _mapping(raw.get("split"), at("split"))
     P.build(SplitSpec, default_split, at("split"))
     overrides = _mapping(raw.get("overrides"), at("overrides"))
@@ -218,7 +224,8 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
                         sweep=name, dataset=d["name"], dataset_label=label, dataset_params=dparams,
                         split=split, missing=missing, missing_policy=policy, method=entry.name,
                         method_label=mlabel + suffix, family=entry.family, params=resolved, seed=seed,
-                        optional=optional, code_version=code_version(entry.cls)))
+                        optional=optional, code_version=code_version(entry.cls),
+                        test_selected=test_selected))
         if optional:
             reason = dcls(get_dataset_params(dcls, dparams)).missing()
             if reason:
