@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 RECORD_VERSION = 1
 
 
@@ -26,12 +29,13 @@ def record_path(results: Path, sweep: str, key: str) -> Path:
     return runs_dir(results, sweep) / f"{key}.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and an atomic rename (fsynced)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` (str or bytes) to `path` via a temporary file and an atomic rename (fsynced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "w") as fh:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +18,7 @@ import numpy as np
 from bench.data import CrossModalData
 from bench.errors import ConfigError, DataError
 from bench.params import spec
+from bench.records import write_atomic
 
 
 @dataclass(frozen=True)
@@ -97,16 +97,9 @@ def compute_split(data: CrossModalData, spec_: SplitSpec) -> Split:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(path, buf.getvalue())
 
 
 def split_path(cache_dir: Path, data: CrossModalData, spec_: SplitSpec) -> Path:
