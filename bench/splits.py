@@ -7,8 +7,8 @@ persisted so that every method in a sweep (and every later sweep) sees identical
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
