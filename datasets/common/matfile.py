@@ -1,0 +1,73 @@
+"""Read arrays from MATLAB .mat files, classic (scipy) or v7.3 (HDF5, via h5py, transposed back)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import DataError
+
+
+def is_hdf5(path: Path) -> bool:
+    """True when `path` is an HDF5 file (MATLAB v7.3 .mat files are)."""
+    import h5py
+
+    try:
+        return bool(h5py.is_hdf5(str(path)))
+    except OSError:
+        return False
+
+
+def mat_keys(path: Path) -> list[str]:
+    """The variable names stored in a .mat / HDF5 file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return sorted(k for k in f.keys() if not k.startswith("#"))
+    from scipy.io import whosmat
+
+    try:
+        return sorted(name for name, _shape, _cls in whosmat(str(path)))
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from exc
+
+
+def read_mat(path: Path, keys: list[str] | tuple[str, ...], *, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Arrays `keys` (required) and `optional` (if present) from one .mat file.
+
+    MATLAB v7.3 stores arrays column-major, so h5py sees them transposed; they are transposed
+    back here so every array has the shape MATLAB shows (rows = items).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    want = list(keys) + [k for k in optional if k not in keys]
+    out: dict[str, np.ndarray] = {}
+    if is_hdf5(path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            found = sorted(k for k in f.keys() if not k.startswith("#"))
+            for key in want:
+                if key in f and isinstance(f[key], h5py.Dataset):
+                    arr = f[key][()]
+                    out[key] = np.asarray(arr).T
+    else:
+        from scipy.io import loadmat
+
+        try:
+            raw = loadmat(str(path), variable_names=want)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from exc
+        found = mat_keys(path)
+        out = {k: np.asarray(raw[k]) for k in want if k in raw}
+    for key in keys:
+        if key not in out:
+            raise DataError(f"{path}: no key '{key}' (found: {', '.join(found) or 'none'}); "
+                            f"expected '{key}' as documented in docs/datasets.md")
+    return out
