@@ -53,8 +53,8 @@ def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device
     from bench.runner import Runner
     from bench.sweep import load_sweep
 
-    sweep = load_sweep(sweep_file, device=device)
     root = results_root(results)
+    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache")
     if dry_run:
         runner = Runner(sweep, root)
         todo = {s.key for s in runner.pending()}
@@ -118,7 +118,7 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, 
         if item.endswith((".yaml", ".yml")):
             from bench.sweep import load_sweep
 
-            sw = load_sweep(item)
+            sw = load_sweep(item, cache_root=root / "cache")
             names.append(sw.name)
             keys = (keys or set()) | {s.key for s in sw.specs}
         else:
@@ -153,8 +153,9 @@ def tune(sweep_file: str, results: str | None, trials: int, timeout: float | Non
 
     if trials < 1:
         raise BenchError("--trials must be at least 1")
-    sweep = load_sweep(sweep_file, device=device)
-    run_tune(sweep, results_root(results), trials, timeout=timeout, storage=storage, echo=click.echo,
+    root = results_root(results)
+    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache")
+    run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
              show_progress=interactive())
 
 

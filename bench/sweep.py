@@ -22,7 +22,8 @@ from bench.errors import BenchError, ConfigError
 from bench.registry import MethodEntry, get_dataset, get_method
 from bench.splits import MissingSpec, SplitSpec
 
-TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides", "test_selected"}
+TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides", "test_selected",
+            "split_per_seed"}
 DATASET_KEYS = {"name", "label", "params", "split", "missing", "missing_policy", "optional"}
 METHOD_KEYS = {"name", "label", "params", "grid", "params_from"}
 
@@ -129,8 +130,13 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{at}: invalid YAML: {problem}") from None
 
 
-def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
-    """Parse and validate a sweep file into resolved run specs."""
+def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | str = Path("results/cache")
+               ) -> Sweep:
+    """Parse and validate a sweep file into resolved run specs.
+
+    `cache_root` is where dataset plugins keep prepared files (`<cache_root>/<dataset>`); it is
+    consulted to decide which `optional` datasets are unavailable and skipped.
+    """
     path = Path(path)
     raw = read_yaml(path)
     at = _Where(path)
@@ -154,6 +160,9 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
         raise ConfigError(f"{at('seeds')}: expected a non-empty list of non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{at('seeds')}: duplicate seeds {seeds}")
+    split_per_seed = raw.get("split_per_seed", False)
+    if not isinstance(split_per_seed, bool):
+        raise ConfigError(f"{at('split_per_seed')}: expected true/false")
     test_selected = raw.get("test_selected", False)
     if not isinstance(test_selected, bool):
         raise ConfigError(f"{at('test_selected')}: expected true/false")
@@ -222,12 +231,13 @@ def load_sweep(path: str | Path, device: str | None = None) -> Sweep:
                 for seed in seeds:
                     specs.append(RunSpec(
                         sweep=name, dataset=d["name"], dataset_label=label, dataset_params=dparams,
-                        split=split, missing=missing, missing_policy=policy, method=entry.name,
+                        split={**split, "seed": seed} if split_per_seed else split, missing=missing,
+                        missing_policy=policy, method=entry.name,
                         method_label=mlabel + suffix, family=entry.family, params=resolved, seed=seed,
                         optional=optional, code_version=code_version(entry.cls),
                         test_selected=test_selected))
         if optional:
-            reason = dcls(get_dataset_params(dcls, dparams)).missing()
+            reason = dcls(get_dataset_params(dcls, dparams), cache_dir=Path(cache_root) / d["name"]).missing()
             if reason:
                 skipped[label] = reason
     keys = [s.key for s in specs]
