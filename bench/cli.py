@@ -56,7 +56,7 @@ def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device
     root = results_root(results)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache")
     if dry_run:
-        runner = Runner(sweep, root)
+        runner = Runner(sweep, root, force=force)
         todo = {s.key for s in runner.pending()}
         for label, reason in sweep.skipped.items():
             click.echo(f"skipped dataset {label}: {reason}")

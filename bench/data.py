@@ -57,7 +57,11 @@ class CrossModalData:
             predefined_split=None,
             image_present=pick(self.image_present),
             text_present=pick(self.text_present),
+            info=self._info_without_fingerprint(),
         )
+
+    def _info_without_fingerprint(self) -> dict[str, Any]:
+        return {k: v for k, v in self.info.items() if k != "_fingerprint"}
 
     def with_missing(self, image_present: np.ndarray, text_present: np.ndarray) -> CrossModalData:
         """A copy whose absent modalities are zero-filled and flagged."""
@@ -66,7 +70,7 @@ class CrossModalData:
         image[~image_present] = 0.0
         text[~text_present] = 0.0
         return replace(self, image=image, text=text, image_present=image_present.copy(),
-                       text_present=text_present.copy())
+                       text_present=text_present.copy(), info=self._info_without_fingerprint())
 
     @property
     def is_complete(self) -> bool:
@@ -155,7 +159,7 @@ def make_data(
             f"labels {lab.shape[0]}; every row must be one paired item")
     if lab.size and not np.isin(lab, (0, 1)).all():
         bad = lab[~np.isin(lab, (0, 1))]
-        raise DataError(f"{name}: labels must be 0/1, found value {bad.flat[0]!r}; "
+        raise DataError(f"{name}: labels must be 0/1, found value {bad.flat[0].item()!r}; "
                         "convert class ids to a multi-hot matrix")
     lab = lab.astype(np.uint8)
     c = lab.shape[1]

@@ -125,7 +125,14 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    from bench.errors import BenchError
+
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"device '{name}' requested but CUDA is not available here; use device: auto or cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BenchError(f"device '{name}' requested but MPS is not available here; use device: auto or cpu")
+    return device
 
 
 def validation_map(method: Method, val: CrossModalData, device: torch.device | None = None) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any
@@ -91,6 +92,8 @@ def build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
         f = fields[key]
         here = f"{where}.{key}"
         value = _coerce(value, hints[key], here)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{here}: {value} is not a finite number")
         meta = f.metadata
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{here}: {value!r} is not one of {list(meta['choices'])}")
@@ -100,7 +103,10 @@ def build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
             if meta.get("high") is not None and value > meta["high"]:
                 raise ConfigError(f"{here}: {value} is above the maximum {meta['high']}")
         out[key] = value
-    return cls(**out)
+    try:
+        return cls(**out)
+    except ConfigError as exc:  # cross-field checks in __post_init__
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def as_dict(params: Any) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def iter_records(results: Path, sweeps: list[str] | None = None) -> list[dict[st
     names = sweeps or sorted(p.name for p in results.iterdir() if (p / "runs").is_dir())
     out = []
     for name in names:
-        for path in sorted(runs_dir(results, name).glob("*.json")):
+        for path in sorted(runs_dir(results, name).glob("[!.]*.json")):  # not .tmp-* leftovers
             rec = read_record(path)
             if rec is not None:
                 out.append(rec)

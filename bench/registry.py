@@ -157,6 +157,8 @@ def method_entries() -> dict[str, MethodEntry]:
 
 def get_method(name: str) -> MethodEntry:
     """The entry for a method name; unknown names get near-match suggestions."""
+    if not isinstance(name, str):
+        raise UnknownNameError(f"expected a method name, got {name!r}")
     entries = method_entries()
     if name not in entries:
         raise UnknownNameError(f"unknown method '{name}'{near(name, entries)}; "
@@ -172,6 +174,8 @@ def dataset_classes() -> dict[str, type[Dataset]]:
 
 def get_dataset(name: str) -> type[Dataset]:
     """The dataset class for a name; unknown names get near-match suggestions."""
+    if not isinstance(name, str):
+        raise UnknownNameError(f"expected a dataset name, got {name!r}")
     classes = dataset_classes()
     if name not in classes:
         raise UnknownNameError(f"unknown dataset '{name}'{near(name, classes)}; "

@@ -45,7 +45,7 @@ class MissingSpec:
     def __post_init__(self) -> None:
         total = self.paired + self.image_only + self.text_only
         if abs(total - 1.0) > 1e-6:
-            raise ConfigError(f"missing: paired + image_only + text_only must be 1, got {total:g}")
+            raise ConfigError(f"paired + image_only + text_only must be 1, got {total:g}")
 
     @property
     def complete(self) -> bool:

@@ -122,7 +122,11 @@ def read_yaml(path: Path) -> Any:
     if not path.exists():
         raise ConfigError(f"{path}: no such sweep file")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read as UTF-8 text ({type(exc).__name__})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -176,6 +180,13 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
     if not isinstance(methods, list) or not methods:
         raise ConfigError(f"{at('methods')}: expected a non-empty list of methods")
     method_items = [_parse_method(m, at("methods", i)) for i, m in enumerate(methods)]
+    all_params = {f.name for item in method_items for f in dataclasses.fields(item[0].cls.Params)}
+    used_names = {d if isinstance(d, str) else d.get("name") for d in datasets if isinstance(d, (str, dict))}
+    used_names |= {d.get("label") for d in datasets if isinstance(d, dict) and d.get("label")}
+    for key in overrides:
+        if key not in used_names:
+            raise ConfigError(f"{at('overrides', key)}: no dataset of this sweep is named or labelled '{key}'"
+                              f"{P.near(str(key), [str(n) for n in used_names if n])}")
 
     specs: list[RunSpec] = []
     skipped: dict[str, str] = {}
@@ -211,21 +222,29 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
         if label in labels_seen:
             raise ConfigError(f"{where}.label: '{label}' is used twice; give each dataset entry a distinct label")
         labels_seen.add(label)
-        ds_over = _mapping(overrides.get(label, overrides.get(d["name"])), at("overrides", label))
-        for mname in ds_over:
-            if mname != "*":
+        # overrides by dataset name apply first, then those by this entry's label
+        layers = [(key, _mapping(overrides.get(key), at("overrides", key)))
+                  for key in dict.fromkeys([d["name"], label]) if key in overrides]
+        for key, layer in layers:
+            for mname, values in layer.items():
+                _mapping(values, at("overrides", key, mname))
+                if mname == "*":
+                    for pname in values:
+                        if pname not in all_params:
+                            raise ConfigError(f"{at('overrides', key, '*', pname)}: no method of this sweep has a "
+                                              f"parameter '{pname}'{P.near(str(pname), all_params)}")
+                    continue
                 try:
                     get_method(mname)
                 except BenchError as exc:
-                    raise ConfigError(f"{at('overrides', label, mname)}: {exc}") from None
-        for (entry, mlabel, mparams, grid) in method_items:
+                    raise ConfigError(f"{at('overrides', key, mname)}: {exc}") from None
+
+        for (entry, mlabel, tuned, mparams, grid) in method_items:
             known = {f.name for f in dataclasses.fields(entry.cls.Params)} - set(entry.fixed)
-            star = _mapping(ds_over.get("*"), at("overrides", label, "*"))
-            over = {**{k: v for k, v in star.items() if k in known},  # "*" applies where it fits
-                    **_mapping(ds_over.get(entry.family), at("overrides", label, entry.family)),
-                    **_mapping(ds_over.get(entry.name), at("overrides", label, entry.name))}
+            over = {**{k: v for k, v in _layered(layers, "*").items() if k in known},  # "*" applies where it fits
+                    **_layered(layers, entry.family), **_layered(layers, entry.name)}
             for combo in grid:
-                resolved = resolve_params(entry, d["name"], {**over, **mparams, **combo},
+                resolved = resolve_params(entry, d["name"], {**tuned, **over, **mparams, **combo},
                                           at("methods", mlabel))
                 suffix = "".join(f" {k}={v}" for k, v in combo.items())
                 for seed in seeds:
@@ -254,6 +273,11 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
                  skipped=skipped)
 
 
+def _layered(layers: list[tuple[str, dict]], key: str) -> dict[str, Any]:
+    """Merge the overrides for `key` across layers, later layers winning."""
+    return {k: v for _, layer in layers for k, v in (layer.get(key) or {}).items()}
+
+
 def get_dataset_params(dcls: type, values: dict[str, Any]) -> Any:
     """Rebuild a dataset's Params dataclass from resolved values."""
     return P.build(dcls.Params, values, dcls.name)
@@ -277,7 +301,8 @@ def _params_from(value: Any, entry: MethodEntry, where: str) -> dict[str, Any]:
     return {k: v for k, v in doc["params"].items() if k not in entry.fixed}
 
 
-def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict]]:
+def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, dict, list[dict]]:
+    """(entry, label, tuned params from params_from, params, grid points) of a methods item."""
     if isinstance(m, str):
         m = {"name": m}
     m = _mapping(m, where)
@@ -289,8 +314,9 @@ def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict
     except BenchError as exc:
         raise ConfigError(f"{where}.name: {exc}") from None
     params = _mapping(m.get("params"), f"{where}.params")
+    tuned = {}
     if m.get("params_from") is not None:
-        params = {**_params_from(m["params_from"], entry, f"{where}.params_from"), **params}
+        tuned = _params_from(m["params_from"], entry, f"{where}.params_from")
     grid_raw = _mapping(m.get("grid"), f"{where}.grid")
     axes = []
     for key, values in grid_raw.items():
@@ -303,7 +329,7 @@ def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, list[dict
         axes.append([(key, v) for v in values])
     grid = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
     label = m.get("label") or (f"{m['name']} (tuned)" if m.get("params_from") else m["name"])
-    return entry, str(label), params, grid
+    return entry, str(label), tuned, params, grid
 
 
 def resolve_params(entry: MethodEntry, dataset: str, given: dict[str, Any], where: str) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""Shared helpers for the core tests: sweep files in tmp folders, test-only method plugins.
+
+The methods registered here exist only inside the test process (names start with `coretest_`);
+they let tests count fits, plant failures and check parameter precedence without training.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.method import Method, Variant
+from bench.params import spec
+from bench.registry import register_method
+
+FIXTURE_ROOT = Path(__file__).resolve().parent / "plugins_fixture"
+
+# A dataset small enough that a closed-form run takes a few milliseconds.
+TINY_SYNTHETIC = "{n: 240, image_dim: 16, text_dim: 12, num_labels: 6, groups: 2}"
+
+
+def write_sweep(folder: Path, body: str, name: str = "sweep") -> Path:
+    """Write a sweep YAML (dedented) to `folder/<name>.yaml` and return its path."""
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below `folder` (empty when it does not exist)."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).exists() else []
+
+
+class Projection(Method):
+    """Embeds both modalities by seeded random projections: finite, cheap, label-agnostic."""
+
+    def _project(self, train, seed: int, dim: int = 4) -> None:
+        rng = np.random.default_rng(seed)
+        self.p_img = rng.normal(size=(train.image.shape[1], dim))
+        self.p_txt = rng.normal(size=(train.text.shape[1], dim))
+
+    def encode(self, image=None, text=None):
+        img = None if image is None else (np.asarray(image) @ self.p_img).astype(np.float32)
+        txt = None if text is None else (np.asarray(text) @ self.p_txt).astype(np.float32)
+        return img, txt
+
+
+@dataclass
+class CountingParams:
+    dim: int = spec(4, help="embedding size", low=1)
+    epochs: int = spec(2, help="an epoch-count-like parameter with a lower bound", low=1)
+    lr: float = spec(1e-2, help="a float parameter", low=0.0)
+
+
+@register_method
+class CountingMethod(Projection):
+    """Records every fit (seed, params) in the class attribute `fits`."""
+
+    name = "coretest_counting"
+    description = "test-only: counts fits"
+    Params = CountingParams
+    fits: list[tuple[int, dict]] = []
+
+    def fit(self, train, val, ctx):
+        CountingMethod.fits.append((ctx.seed, dict(vars(self.params))))
+        self._project(train, ctx.seed, self.params.dim)
+
+
+@dataclass
+class FailingParams:
+    dim: int = spec(4, help="embedding size", low=1)
+
+
+@register_method
+class FailingMethod(Projection):
+    """Raises for the seeds listed in the class attribute `fail_seeds`; counts attempts per seed."""
+
+    name = "coretest_failing"
+    description = "test-only: raises for chosen seeds"
+    Params = FailingParams
+    fail_seeds: set[int] = set()  # set by the `failing` fixture, so other code can train it safely
+    attempts: list[int] = []
+
+    def fit(self, train, val, ctx):
+        FailingMethod.attempts.append(ctx.seed)
+        if ctx.seed in FailingMethod.fail_seeds:
+            raise ValueError(f"planted failure for seed {ctx.seed}")
+        self._project(train, ctx.seed, self.params.dim)
+
+
+@dataclass
+class LayeredParams:
+    from_default: int = spec(0)
+    from_preset: int = spec(0)
+    from_override: int = spec(0)
+    from_sweep: int = spec(0)
+    fixed_by_variant: int = spec(0)
+
+
+@register_method
+class LayeredMethod(Projection):
+    """Parameters named for the layer that should set them (precedence tests)."""
+
+    name = "coretest_layered"
+    description = "test-only: parameter precedence"
+    Params = LayeredParams
+    presets = {"synthetic": {"from_preset": 1, "from_override": 1, "from_sweep": 1, "fixed_by_variant": 1}}
+    variants = {"pinned": Variant(fixed={"fixed_by_variant": 4}, description="fixes fixed_by_variant=4")}
+
+    def fit(self, train, val, ctx):
+        self._project(train, ctx.seed)
+
+
+@pytest.fixture
+def counting():
+    """The counting test method with its fit log emptied."""
+    CountingMethod.fits.clear()
+    return CountingMethod
+
+
+@pytest.fixture
+def failing():
+    """The failing test method: fails for seed 1, attempt log emptied."""
+    FailingMethod.attempts.clear()
+    FailingMethod.fail_seeds = {1}
+    yield FailingMethod
+    FailingMethod.fail_seeds = set()
+
+
+@pytest.fixture(scope="session")
+def mlflow_results(tmp_path_factory):
+    """One results folder (and embedded MLflow store) shared by the MLflow tests: the store's
+    creation costs seconds, so it is paid once; each test uses its own sweep (= experiment)."""
+    return tmp_path_factory.mktemp("mlflow") / "results"
