@@ -1,0 +1,99 @@
+"""Neural building blocks: gradient reversal, graph convolution / attention, label GNN, encoders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _ReverseGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, coeff: float) -> torch.Tensor:
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.coeff * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
+    """Identity forward; backward multiplies the gradient by -coeff (Ganin & Lempitsky 2015)."""
+    return _ReverseGrad.apply(x, coeff)
+
+
+class GradientReversal(nn.Module):
+    """Module form of `reverse_gradient`."""
+
+    def __init__(self, coeff: float = 1.0) -> None:
+        super().__init__()
+        self.coeff = coeff
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reverse_gradient(x, self.coeff)
+
+
+class GraphConvolution(nn.Module):
+    """H' = Â H W (Kipf & Welling; no bias, as ML-GCN)."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_in, d_out))
+        nn.init.uniform_(self.weight, -d_out ** -0.5, d_out ** -0.5)
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        return adj @ (h @ self.weight)
+
+
+class GraphAttention(nn.Module):
+    """Single-head GAT: H'_i = sum_j softmax_j(LeakyReLU(a_s.Wh_i + a_d.Wh_j)) W h_j over j with Â_ij > 0."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out, bias=False)
+        self.a_src = nn.Parameter(torch.empty(d_out).uniform_(-d_out ** -0.5, d_out ** -0.5))
+        self.a_dst = nn.Parameter(torch.empty(d_out).uniform_(-d_out ** -0.5, d_out ** -0.5))
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        z = self.lin(h)
+        e = F.leaky_relu((z @ self.a_src)[:, None] + (z @ self.a_dst)[None, :], 0.2)
+        e = e.masked_fill(adj <= 0, float("-inf"))
+        return torch.softmax(e, dim=1) @ z
+
+
+class LabelGNN(nn.Module):
+    """L graph layers H_{l+1} = LeakyReLU_0.2(conv(H_l, Â)); classifiers C = Linear(concat H_1..H_L)
+    with layer aggregation, else C = H_L."""
+
+    def __init__(self, d_in: int, dim: int, layers: int, conv: str = "gcn", layer_agg: bool = True) -> None:
+        super().__init__()
+        layer = {"gcn": GraphConvolution, "gat": GraphAttention}[conv]
+        self.convs = nn.ModuleList(layer(d_in if i == 0 else dim, dim) for i in range(layers))
+        self.aggregate = nn.Linear(layers * dim, dim) if layer_agg else None
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        hs = []
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h, adj), 0.2)
+            hs.append(h)
+        return self.aggregate(torch.cat(hs, dim=1)) if self.aggregate is not None else hs[-1]
+
+
+def encoder(d_in: int, dim: int) -> nn.Sequential:
+    """BN -> Linear(d_in -> dim) -> ReLU."""
+    return nn.Sequential(nn.BatchNorm1d(d_in), nn.Linear(d_in, dim), nn.ReLU())
+
+
+def decoder(dim: int, hidden: int, d_out: int, act: nn.Module) -> nn.Sequential:
+    """BN -> Linear(dim -> hidden) -> act -> Linear(hidden -> d_out): common space to an input space."""
+    return nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, hidden), act, nn.Linear(hidden, d_out))
+
+
+def discriminator(d_in: int, coeff: float = 1.0) -> nn.Sequential:
+    """Gradient reversal -> BN -> d -> d/4 -> d/16 -> 2 (ReLU between): real vs generated features."""
+    h1, h2 = max(2, d_in // 4), max(2, d_in // 16)
+    return nn.Sequential(GradientReversal(coeff), nn.BatchNorm1d(d_in), nn.Linear(d_in, h1), nn.ReLU(),
+                         nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, 2))

@@ -1,0 +1,126 @@
+"""Loss functions of the GNN cross-modal models, each a small pure function.
+
+Masks (bool, one per row) mark which rows of a batch carry a modality; terms skip absent
+rows, and a term with nothing left to average is 0 (not NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def cosine_prediction(feat: torch.Tensor, classifiers: torch.Tensor) -> torch.Tensor:
+    """p_ic = cos(f_i, C_c): (n, D) x (c, D) -> (n, c)."""
+    return F.normalize(feat, dim=1, eps=1e-12) @ F.normalize(classifiers, dim=1, eps=1e-12).T
+
+
+def classification_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """L_cla = mean_i ||p_i - y_i||_2 (the norm, not its square) over rows in `mask`."""
+    return _masked_mean((pred - labels).norm(dim=1), mask)
+
+
+def label_similarity(ya: torch.Tensor, yb: torch.Tensor, kind: str = "jaccard") -> torch.Tensor:
+    """s_ij between multi-hot rows: jaccard |a∧b|/|a∨b|, cosine |a∧b|/sqrt(|a||b|), or binary [|a∧b| > 0]."""
+    ya, yb = ya.float(), yb.float()
+    inter = ya @ yb.T
+    if kind == "binary":
+        return (inter > 0).float()
+    na, nb = ya.sum(1)[:, None], yb.sum(1)[None, :]
+    if kind == "jaccard":
+        return inter / (na + nb - inter).clamp_min(1e-12)
+    if kind == "cosine":
+        return inter / (na * nb).sqrt().clamp_min(1e-12)
+    raise ValueError(f"label similarity must be jaccard, cosine or binary, got {kind!r}")
+
+
+def soft_contrastive(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, tau: float, lse_scale: float = 1.0,
+                     exclude_self: bool = False, row_mask: torch.Tensor | None = None,
+                     col_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One direction of the multi-label contrastive loss, anchors a_i against candidates b_j.
+
+    sim_ij = <â_i, b̂_j> / tau on L2-normalised rows; P_ij = s_ij / sum_j s_ij;
+    loss = mean_i - sum_j P_ij (sim_ij - log sum_j' exp(lse_scale * sim_ij')).
+    lse_scale = 1 is the exact InfoNCE-style -sum P log softmax; the released code uses 1.06.
+    `exclude_self` removes j = i from both positives and denominator (intra-modal terms).
+    Anchors outside `row_mask`, or without any positive among the valid candidates, are skipped.
+    """
+    sim = F.normalize(a, dim=1, eps=1e-12) @ F.normalize(b, dim=1, eps=1e-12).T / tau
+    valid = torch.ones_like(sim, dtype=torch.bool)
+    if exclude_self:
+        valid &= ~torch.eye(*sim.shape, dtype=torch.bool, device=sim.device)
+    if col_mask is not None:
+        valid &= col_mask[None, :]
+    if row_mask is not None:
+        valid &= row_mask[:, None]
+    s = s * valid
+    mass = s.sum(1)
+    anchors = mass > 0
+    if not bool(anchors.any()):
+        return sim.sum() * 0.0
+    log_denom = torch.logsumexp((lse_scale * sim).masked_fill(~valid, float("-inf")), dim=1, keepdim=True)
+    log_p = (sim - log_denom).masked_fill(~valid, 0.0)
+    p = s / mass.clamp_min(1e-12)[:, None]
+    per_anchor = -(p * log_p).sum(1)
+    return per_anchor[anchors].mean()
+
+
+def multilabel_contrastive(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, tau: float, gamma: float,
+                           similarity: str = "jaccard", lse_scale: float = 1.0,
+                           image_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+    """L_con = l(u->v) + l(v->u) + gamma (l(u->u) + l(v->v)), intra-modal terms excluding j = i.
+
+    Every term uses the same label similarity s = label_similarity(y, y, similarity) (soft
+    positives for jaccard / cosine, uniform over positives for binary). Cross-modal terms take
+    anchors where the anchor's modality is present and candidates where the other one is.
+    """
+    s = label_similarity(y, y, similarity)
+    l_it = soft_contrastive(u, v, s, tau, lse_scale, row_mask=image_mask, col_mask=text_mask)
+    l_ti = soft_contrastive(v, u, s, tau, lse_scale, row_mask=text_mask, col_mask=image_mask)
+    l_ii = soft_contrastive(u, u, s, tau, lse_scale, True, image_mask, image_mask)
+    l_tt = soft_contrastive(v, v, s, tau, lse_scale, True, text_mask, text_mask)
+    return l_it + l_ti + gamma * (l_ii + l_tt)
+
+
+def pairwise_nll(a: torch.Tensor, b: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor,
+                 row_mask: torch.Tensor | None = None, col_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """DSCMR pairwise loss: mean_ij log(1 + e^theta_ij) - S_ij theta_ij,
+    theta_ij = cos(a_i, b_j) / 2, S_ij = [y_a,i and y_b,j share a label]; over valid pairs."""
+    theta = 0.5 * (F.normalize(a, dim=1, eps=1e-12) @ F.normalize(b, dim=1, eps=1e-12).T)
+    s = (ya.float() @ yb.float().T > 0).float()
+    loss = F.softplus(theta) - s * theta
+    if row_mask is None and col_mask is None:
+        return loss.mean()
+    ones_a = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+    ones_b = torch.ones(b.shape[0], dtype=torch.bool, device=b.device)
+    pair = (ones_a if row_mask is None else row_mask)[:, None] & (ones_b if col_mask is None else col_mask)[None, :]
+    return _masked_mean(loss, pair)
+
+
+def dscmr_nll(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, image_mask: torch.Tensor | None = None,
+              text_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L_nll = pairwise_nll(u, u) + pairwise_nll(u, v) + pairwise_nll(v, v) (DAGNN / DSCMR)."""
+    return (pairwise_nll(u, u, y, y, image_mask, image_mask) + pairwise_nll(u, v, y, y, image_mask, text_mask)
+            + pairwise_nll(v, v, y, y, text_mask, text_mask))
+
+
+def adversarial_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, real_mask: torch.Tensor | None = None,
+                     fake_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One discriminator's term: CE(D(real), 1) + CE(D(generated), 0), each averaged over its rows.
+
+    The discriminator begins with gradient reversal, so minimising this trains the
+    discriminator to separate and, through the reversed gradient, the generator to confuse.
+    """
+    real = torch.ones(logits_real.shape[0], dtype=torch.long, device=logits_real.device)
+    fake = torch.zeros(logits_fake.shape[0], dtype=torch.long, device=logits_fake.device)
+    return (_masked_mean(F.cross_entropy(logits_real, real, reduction="none"), real_mask)
+            + _masked_mean(F.cross_entropy(logits_fake, fake, reduction="none"), fake_mask))

@@ -1,0 +1,438 @@
+"""Multi-label contrastive learning with dual adversarial graph neural networks (TPAMI 2023),
+its ablations, and its AAAI 2021 predecessor DAGNN.
+
+Qian, Xue, Fang, Xu, "Integrating Multi-Label Contrastive Learning With Dual Adversarial Graph
+Neural Networks for Cross-Modal Retrieval", TPAMI 45(4) 2023; written from the paper and the
+facts of the released code (design/METHOD.md), not from the code itself.
+
+Model (one screen):
+    u = ReLU(Linear(BN(x))),  v = ReLU(Linear(BN(t)))                    encoders -> common space D
+    C = Linear([H_1 .. H_L]),  H_{l+1} = LeakyReLU_0.2(Â H_l W_l)         label GNN, layer aggregation
+    p = cos(u, C), cos(v, C)                                              inter-dependent classifiers
+    L = alpha L_cla + con_weight L_con + nll_weight L_nll + beta L_gan
+  P-GNN (`pgnn_con`): Â from thresholded training-label co-occurrence (fixed);
+  I-GNN (`ignn_con`): Â from learnable cosine graphs of a learnable H0, recomputed each forward.
+  L_gan: decoders map u (v) into the text (image) INPUT space; one discriminator per input space,
+  behind gradient reversal, so a single Adam step trains both sides of the game.
+  `dagnn`: alpha = 1, con_weight = 0, nll_weight = 0.2 (DSCMR pairwise loss), beta = 0.2.
+
+Incomplete-modal training (`supports_missing`), our choices where the paper is silent:
+  - stage 1: an absent modality's rows are not encoded at all (so BatchNorm statistics come
+    from present rows only) and every term skips them: L_cla per modality over its present
+    rows; cross-modal contrastive / NLL pairs need the anchor's modality present in row i and
+    the other modality present in row j (not necessarily the same item); intra-modal pairs
+    need the modality in both rows; GAN real terms use present rows, fake terms rows whose
+    source modality is present.
+  - stage 2 (SGD, lr2, `stage2_epochs`): at the start of each stage-2 epoch the missing
+    features are filled with decoder(encoder(present modality)) computed in eval mode without
+    gradient; filled rows then count as present in every term except the GAN "real" terms
+    (which only ever see true features). Batches mix paired : image-only : text-only rows
+    1 : 2 : 2 (renormalised over the groups that exist). Stage-2 epochs are numbered after
+    stage 1; if no stage-2 epoch beats stage 1 on validation, the stage-1 weights are kept.
+  - `reconstruct: false` (`no_recon`) runs the same stage 2 without filling (rows stay
+    missing, i.e. zero-filled and skipped). Without decoders (`gan: false`) there is nothing to
+    reconstruct with, so it behaves like `reconstruct: false`.
+  - complete training data: stage 2 is skipped.
+Deviation from the release: best epoch chosen on the validation split, not on test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.data import CrossModalData
+from bench.errors import ConfigError
+from bench.method import FitContext, Method, Variant, run_epochs, validation_map
+from bench.params import spec
+from bench.registry import register_method
+
+from .common.graphs import cooccurrence, cosine_matrix, iterative_adjacency, probabilistic_adjacency, threshold
+from .common.layers import LabelGNN, decoder, discriminator, encoder
+from .common.losses import adversarial_loss, classification_loss, cosine_prediction, dscmr_nll, multilabel_contrastive
+
+ENCODE_BATCH = 4096
+
+
+@dataclass
+class GNNConParams:
+    epochs: int = spec(40, help="stage-1 training epochs (0 = untrained model)", low=0)
+    batch: int = spec(100, help="minibatch size", low=2)
+    lr: float = spec(5e-5, help="Adam learning rate", low=0.0)
+    adam_beta1: float = spec(0.5, help="Adam beta1", low=0.0, high=1.0)
+    adam_beta2: float = spec(0.999, help="Adam beta2", low=0.0, high=1.0)
+    D: int = spec(1024, help="common-space dimension (also the label GNN width)", low=1)
+    alpha: float = spec(0.5, help="weight of the classification loss L_cla", low=0.0)
+    beta: float = spec(2.0, help="weight of the adversarial loss L_gan", low=0.0)
+    tau: float = spec(0.22, help="temperature of the contrastive loss", low=1e-6)
+    gamma: float = spec(0.14, help="weight of the intra-modal contrastive terms", low=0.0)
+    t: float = spec(0.4, help="threshold of the label graphs (co-occurrence ratio / cosine)", low=0.0, high=1.0)
+    layers: int = spec(5, help="label GNN layers L", low=1)
+    k: int = spec(8, help="I-GNN: number of learnable re-weighting vectors", low=1)
+    graph: Literal["probabilistic", "iterative", "none"] = spec(
+        "probabilistic", help="label graph: probabilistic (P-GNN), iterative (I-GNN), none (linear classifiers)")
+    conv: Literal["gcn", "gat"] = spec("gcn", help="graph layer: graph convolution or graph attention")
+    layer_agg: bool = spec(True, help="aggregate all GNN layers (multi-hop); false = last layer only")
+    label_input: Literal["auto", "given", "onehot", "random"] = spec(
+        "auto", help="GNN input H0: dataset label embeddings (auto: when present, else random), one-hot, random")
+    label_dim: int = spec(300, help="dimension of random label embeddings", low=1)
+    positives: Literal["soft", "binary"] = spec(
+        "soft", help="contrastive positives: soft (graded label similarity) or binary (share a label)")
+    similarity: Literal["jaccard", "cosine"] = spec("jaccard", help="soft label similarity")
+    lse_scale: float = spec(1.06, help="factor on sim inside the contrastive log-sum-exp (released code: 1.06)",
+                            low=0.0)
+    con_weight: float = spec(1.0, help="weight of the contrastive loss L_con (0 = off)", low=0.0)
+    nll_weight: float = spec(0.0, help="weight of DSCMR's pairwise NLL loss (DAGNN)", low=0.0)
+    gan: bool = spec(True, help="dual adversarial networks (decoders + discriminators)")
+    reconstruct: bool = spec(True, help="incomplete data: fill missing features from the decoders in stage 2")
+    lr2: float = spec(1e-7, help="stage-2 (incomplete data) SGD learning rate", low=0.0)
+    stage2_epochs: int = spec(10, help="stage-2 epochs (incomplete training data only)", low=0)
+    patience: int | None = spec(None, help="early stopping after this many epochs without improvement")
+
+
+@dataclass
+class IGNNConParams(GNNConParams):
+    graph: Literal["probabilistic", "iterative", "none"] = spec(
+        "iterative", help="label graph: probabilistic (P-GNN), iterative (I-GNN), none (linear classifiers)")
+
+
+@dataclass
+class DAGNNParams(GNNConParams):
+    alpha: float = spec(1.0, help="weight of the classification loss L_cla", low=0.0)
+    beta: float = spec(0.2, help="weight of the adversarial loss L_gan", low=0.0)
+    con_weight: float = spec(0.0, help="weight of the contrastive loss L_con (0 = off)", low=0.0)
+    nll_weight: float = spec(0.2, help="weight of DSCMR's pairwise NLL loss", low=0.0)
+
+
+ABLATIONS = {
+    "no_gan": Variant({"gan": False}, "no decoders / discriminators: L_gan dropped"),
+    "no_gnn": Variant({"graph": "none"}, "independent linear (cosine) classifiers instead of the label GNN"),
+    "binary_con": Variant({"positives": "binary"}, "binary positives (share a label) instead of soft ones"),
+    "no_con": Variant({"con_weight": 0.0}, "no contrastive term"),
+    "no_layer_agg": Variant({"layer_agg": False}, "classifiers from the last GNN layer only"),
+    "no_recon": Variant({"reconstruct": False}, "incomplete data: missing features stay zero-filled in stage 2"),
+}
+
+RELEASED = {  # METHOD.md, released hyperparameters per dataset
+    "mirflickr": {"alpha": 0.5, "beta": 2.0, "batch": 100, "tau": 0.22, "lr2": 1e-7},
+    "nuswide": {"alpha": 0.8, "beta": 0.2, "batch": 2048, "tau": 0.22, "lr2": 1e-8},
+    "mscoco": {"alpha": 2.8, "beta": 0.2, "batch": 512, "tau": 0.20, "lr2": 1e-7},
+}
+
+
+class GNNConModel(nn.Module):
+    """Encoders, label classifiers (GNN or plain) and the optional dual adversarial networks."""
+
+    def __init__(self, p: GNNConParams, d_img: int, d_txt: int, h0: torch.Tensor,
+                 adj: torch.Tensor | None) -> None:
+        super().__init__()
+        self.graph, self.t, self.D, self.dims = p.graph, p.t, p.D, (d_img, d_txt)
+        self.enc_img, self.enc_txt = encoder(d_img, p.D), encoder(d_txt, p.D)
+        c, e = h0.shape
+        if p.graph == "none":
+            self.classifier = nn.Parameter(torch.randn(c, p.D) * p.D ** -0.5)
+        else:
+            self.gnn = LabelGNN(e, p.D, p.layers, p.conv, p.layer_agg)
+            if p.graph == "probabilistic":
+                self.register_buffer("h0", h0.clone())
+                self.register_buffer("adj", adj.clone())
+            else:
+                self.h0 = nn.Parameter(h0.clone())
+                self.register_buffer("a0", threshold(cosine_matrix(h0), p.t))
+                self.w = nn.Parameter(torch.empty(p.k, e).uniform_(0.3, 0.6))
+        self.gan = p.gan
+        if p.gan:
+            self.dec_img2txt = decoder(p.D, 512, d_txt, nn.LeakyReLU(0.2))
+            self.dec_txt2img = decoder(p.D, 2048, d_img, nn.ReLU())
+            self.disc_img, self.disc_txt = discriminator(d_img), discriminator(d_txt)
+
+    def adjacency(self) -> torch.Tensor:
+        """Â of the label graph (recomputed from the learnable parts for I-GNN)."""
+        if self.graph == "iterative":
+            return iterative_adjacency(self.h0, self.a0, self.w, self.t)
+        return self.adj
+
+    def classifiers(self) -> torch.Tensor:
+        """Label classifiers C (c, D)."""
+        if self.graph == "none":
+            return self.classifier
+        return self.gnn(self.h0, self.adjacency())
+
+
+def _rows(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, d_out: int) -> torch.Tensor:
+    """module(x) on the rows in `mask`, zeros elsewhere (BatchNorm sees only those rows)."""
+    if bool(mask.all()):
+        return module(x)
+    out = x.new_zeros(x.shape[0], d_out)
+    idx = mask.nonzero().squeeze(1)
+    return out.index_put((idx,), module(x[idx])) if idx.numel() else out
+
+
+def mixed_batches(groups: list[torch.Tensor], weights: list[float], batch: int, steps: int,
+                  generator: torch.Generator) -> list[torch.Tensor]:
+    """`steps` batches drawing from each non-empty group in proportion to `weights` (cycling
+    through a fresh permutation of a group whenever it is used up)."""
+    active = [(g, w) for g, w in zip(groups, weights) if g.numel() and w > 0]
+    total = sum(w for _, w in active)
+    sizes = [max(1, round(batch * w / total)) for _, w in active]
+    streams = [g[torch.randperm(g.numel(), generator=generator)] for g, _ in active]
+    pos = [0] * len(active)
+    out = []
+    for _ in range(steps):
+        parts = []
+        for i, ((g, _), size) in enumerate(zip(active, sizes)):
+            need = size
+            while need:
+                if pos[i] == streams[i].numel():
+                    streams[i], pos[i] = g[torch.randperm(g.numel(), generator=generator)], 0
+                take = min(need, streams[i].numel() - pos[i])
+                parts.append(streams[i][pos[i]:pos[i] + take])
+                pos[i] += take
+                need -= take
+        out.append(torch.cat(parts))
+    return out
+
+
+class _StageContext:
+    """A view of a FitContext whose epoch numbers are shifted (stage 2 continues stage 1's count)."""
+
+    def __init__(self, ctx: FitContext, offset: int) -> None:
+        self.ctx, self.offset = ctx, offset
+        self.label, self.show_progress = ctx.label, ctx.show_progress
+
+    def log(self, step: int, **metrics: float) -> None:
+        self.ctx.log(step + self.offset, **metrics)
+
+    def report(self, epoch: int, val_map: float) -> None:
+        self.ctx.report(epoch + self.offset, val_map)
+
+    def out_of_time(self) -> bool:
+        return self.ctx.out_of_time()
+
+
+class GNNCon(Method):
+    """The family: subclasses register it under a name with their own defaults."""
+
+    description = "label GNN + multi-label contrastive + dual adversarial networks (TPAMI 2023)"
+    Params = GNNConParams
+    variants = ABLATIONS
+    presets = RELEASED
+    supports_missing = True
+    iterative = True
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Loss weights, temperature, learning rate and graph hyperparameters."""
+        return {
+            "alpha": trial.suggest_float("alpha", 0.1, 5.0, log=True),
+            "beta": trial.suggest_float("beta", 0.01, 5.0, log=True),
+            "tau": trial.suggest_float("tau", 0.05, 1.0, log=True),
+            "gamma": trial.suggest_float("gamma", 0.0, 1.0),
+            "lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True),
+            "t": trial.suggest_float("t", 0.1, 0.9),
+            "layers": trial.suggest_int("layers", 1, 6),
+        }
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _label_input(self, train: CrossModalData, seed: int) -> np.ndarray:
+        mode, emb = self.params.label_input, train.label_embeddings
+        if mode == "auto":
+            mode = "given" if emb is not None else "random"
+        if mode == "given":
+            if emb is None:
+                raise ConfigError(f"{self.name}.label_input: 'given' but dataset '{train.name}' has no label "
+                                  "embeddings; use auto, onehot or random")
+            return np.asarray(emb, dtype=np.float32)
+        if mode == "onehot":
+            return np.eye(train.num_labels, dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        return rng.normal(size=(train.num_labels, self.params.label_dim)).astype(np.float32)
+
+    def _adjacency(self, train: CrossModalData) -> torch.Tensor:
+        if "adj" in train.extras and "nums" in train.extras:
+            cooc, nums = np.asarray(train.extras["adj"]), np.asarray(train.extras["nums"])
+        else:
+            cooc, nums = cooccurrence(train.labels)
+        return probabilistic_adjacency(cooc, nums, self.params.t)
+
+    def build(self, train: CrossModalData, ctx: FitContext) -> GNNConModel:
+        """The untrained model for `train`'s shapes, initialised from the run seed."""
+        p = self.params
+        h0 = torch.as_tensor(self._label_input(train, ctx.seed))
+        adj = self._adjacency(train) if p.graph == "probabilistic" else None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            model = GNNConModel(p, train.image.shape[1], train.text.shape[1], h0, adj)
+        self.model = model.to(ctx.device)
+        self.device = ctx.device
+        return self.model
+
+    # --- losses of one batch -------------------------------------------------------------------
+
+    def batch_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, im: torch.Tensor, tm: torch.Tensor,
+                     im_real: torch.Tensor, tm_real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted total and its parts; im / tm: rows whose image / text counts as present,
+        im_real / tm_real: rows whose feature is a true (not reconstructed) one."""
+        p, m = self.params, self.model
+        im = im & (im.sum() >= 2)  # BatchNorm needs two rows; a lone row is skipped
+        tm = tm & (tm.sum() >= 2)
+        u = _rows(m.enc_img, x, im, p.D)
+        v = _rows(m.enc_txt, t, tm, p.D)
+        c = m.classifiers()
+        out = {"cla": classification_loss(cosine_prediction(u, c), y, im)
+               + classification_loss(cosine_prediction(v, c), y, tm)}
+        total = p.alpha * out["cla"]
+        if p.con_weight > 0:
+            kind = "binary" if p.positives == "binary" else p.similarity
+            out["con"] = multilabel_contrastive(u, v, y, p.tau, p.gamma, kind, p.lse_scale, im, tm)
+            total = total + p.con_weight * out["con"]
+        if p.nll_weight > 0:
+            out["nll"] = dscmr_nll(u, v, y, im, tm)
+            total = total + p.nll_weight * out["nll"]
+        if m.gan and p.beta > 0:
+            gan = u.new_zeros(())
+            im_real, tm_real = im_real & (im_real.sum() >= 2), tm_real & (tm_real.sum() >= 2)
+            if bool(im_real.any()) and bool(tm.any()):
+                gan = gan + adversarial_loss(m.disc_img(x[im_real]), m.disc_img(m.dec_txt2img(v[tm])))
+            if bool(tm_real.any()) and bool(im.any()):
+                gan = gan + adversarial_loss(m.disc_txt(t[tm_real]), m.disc_txt(m.dec_img2txt(u[im])))
+            out["gan"] = gan
+            total = total + p.beta * gan
+        out["loss"] = total
+        return out
+
+    # --- training ----------------------------------------------------------------------------
+
+    def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
+        p, dev = self.params, ctx.device
+        model = self.build(train, ctx)
+        x = torch.as_tensor(train.image, device=dev)
+        t = torch.as_tensor(train.text, device=dev)
+        y = torch.as_tensor(train.labels, device=dev).float()
+        n = train.n
+        full = torch.ones(n, dtype=torch.bool, device=dev)
+        im = full if train.image_present is None else torch.as_tensor(train.image_present, device=dev)
+        tm = full if train.text_present is None else torch.as_tensor(train.text_present, device=dev)
+        gen = ctx.generator()
+
+        def run(batches: list[torch.Tensor], opt: torch.optim.Optimizer, xs: torch.Tensor, ts: torch.Tensor,
+                ims: torch.Tensor, tms: torch.Tensor) -> dict[str, float]:
+            sums: dict[str, torch.Tensor] = {}
+            for idx in batches:
+                if idx.numel() < 2:
+                    continue
+                parts = self.batch_losses(xs[idx], ts[idx], y[idx], ims[idx], tms[idx], im[idx], tm[idx])
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                opt.step()
+                for key, val_ in parts.items():
+                    sums[key] = sums.get(key, 0.0) + val_.detach()
+            return {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
+
+        opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(p.adam_beta1, p.adam_beta2))
+
+        def stage1(epoch: int) -> dict[str, float]:
+            perm = torch.randperm(n, generator=gen).to(dev)
+            return run(list(perm.split(p.batch)), opt, x, t, im, tm)
+
+        validate = lambda: validation_map(self, val, device=dev)
+        first = run_epochs(ctx, model, stage1, validate, p.epochs, p.patience)
+        if train.is_complete or p.stage2_epochs == 0 or p.epochs == 0:
+            return
+        self._stage2(ctx, first.best_val_map, first.epochs_run, x, t, im, tm, run, validate, gen)
+
+    def _stage2(self, ctx, best_first, offset, x, t, im, tm, run, validate, gen) -> None:
+        """Incomplete-modal stage 2: reconstruct missing features, mixed 1:2:2 batches, SGD lr2."""
+        p, model = self.params, self.model
+        kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        recon = p.reconstruct and model.gan
+        groups = [(im & tm).nonzero().squeeze(1), (im & ~tm).nonzero().squeeze(1), (~im & tm).nonzero().squeeze(1)]
+        steps = math.ceil(x.shape[0] / p.batch)
+        opt = torch.optim.SGD(model.parameters(), lr=p.lr2)
+        full = torch.ones_like(im)
+
+        def stage2(epoch: int) -> dict[str, float]:
+            xs, ts = x, t
+            if recon:
+                xs, ts = self._reconstruct(x, t, im, tm)
+                model.train()
+            batches = mixed_batches(groups, [1.0, 2.0, 2.0], p.batch, steps, gen)
+            batches = [b.to(x.device) for b in batches]
+            return run(batches, opt, xs, ts, full if recon else im, full if recon else tm)
+
+        second = run_epochs(_StageContext(ctx, offset), model, stage2, validate, p.stage2_epochs, p.patience)
+        if not second.best_val_map > best_first:
+            model.load_state_dict(kept)
+        model.eval()
+
+    @torch.no_grad()
+    def _reconstruct(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of x, t whose missing rows hold the decoder output from the present modality."""
+        m = self.model
+        m.eval()
+        x, t = x.clone(), t.clone()
+        for rows in (~im & tm).nonzero().squeeze(1).split(ENCODE_BATCH):
+            x[rows] = m.dec_txt2img(m.enc_txt(t[rows]))
+        for rows in (im & ~tm).nonzero().squeeze(1).split(ENCODE_BATCH):
+            t[rows] = m.dec_img2txt(m.enc_img(x[rows]))
+        return x, t
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Common-space features (eval mode, batched), float32 numpy."""
+        if getattr(self, "model", None) is None:
+            raise RuntimeError(f"{self.name}: call fit() before encode()")
+        self.model.eval()
+
+        def run(feats: np.ndarray | None, enc: nn.Module) -> np.ndarray | None:
+            if feats is None:
+                return None
+            feats = np.asarray(feats, dtype=np.float32)
+            out = [enc(torch.as_tensor(feats[i:i + ENCODE_BATCH], device=self.device)).float().cpu()
+                   for i in range(0, feats.shape[0], ENCODE_BATCH)]
+            return torch.cat(out).numpy() if out else np.zeros((0, self.params.D), np.float32)
+
+        return run(image, self.model.enc_img), run(text, self.model.enc_txt)
+
+
+@register_method
+class PGNNCon(GNNCon):
+    name = "pgnn_con"
+    description = "P-GNN (co-occurrence label graph) + soft multi-label contrastive + dual GANs (TPAMI 2023)"
+
+
+@register_method
+class IGNNCon(GNNCon):
+    name = "ignn_con"
+    description = "I-GNN (learnable iterative label graph) + soft multi-label contrastive + dual GANs (TPAMI 2023)"
+    Params = IGNNConParams
+
+
+@register_method
+class DAGNN(GNNCon):
+    name = "dagnn"
+    description = "DAGNN (AAAI 2021): label GCN classifiers + pairwise NLL + dual GANs, no contrastive term"
+    Params = DAGNNParams
+    variants: dict[str, Variant] = {}
+    # Batch sizes as the TPAMI release per dataset (an assumption: DAGNN's own values are not in METHOD.md).
+    presets = {name: {"batch": pre["batch"]} for name, pre in RELEASED.items()}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Loss weights, learning rate and graph hyperparameters (no contrastive term to tune)."""
+        return {
+            "alpha": trial.suggest_float("alpha", 0.1, 5.0, log=True),
+            "beta": trial.suggest_float("beta", 0.01, 5.0, log=True),
+            "nll_weight": trial.suggest_float("nll_weight", 0.01, 2.0, log=True),
+            "lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True),
+            "t": trial.suggest_float("t", 0.1, 0.9),
+            "layers": trial.suggest_int("layers", 1, 6),
+        }

@@ -1,0 +1,111 @@
+"""Label-graph builders: the P-GNN adjacency by hand, I-GNN adjacency learnable and recomputed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import make_data
+from bench.method import FitContext
+from bench.params import build
+from bench.registry import get_method, load_plugins
+
+load_plugins()
+import _bench_plugins.methods.common.graphs as G  # noqa: E402
+
+# 4 items, 3 labels: {0,1}, {0}, {0,2}, {2}
+TINY = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]])
+
+
+def test_cooccurrence_counts_pairs_and_labels():
+    cooc, nums = G.cooccurrence(TINY)
+    assert nums.tolist() == [3, 1, 2]
+    assert cooc.tolist() == [[0, 1, 1], [1, 0, 0], [1, 0, 0]]
+
+
+def test_probabilistic_adjacency_matches_hand_derivation():
+    # counts (3, 1, 2); ratio_ij = cooc_ij / count_j (column label's count):
+    #   (0,1) = 1/1 = 1 -> 1;  (1,0) = 1/3 < .4 -> 0;  (0,2) = 1/2 -> 1;  (2,0) = 1/3 -> 0;  (1,2) = (2,1) = 0.
+    # A = [[0,1,1],[0,0,0],[0,0,0]];  A' = 0.5 A + I = [[1,.5,.5],[0,1,0],[0,0,1]];  row sums D = (2, 1, 1).
+    # Â = D^-1/2 A'^T D^-1/2: Â_ij = A'_ji / sqrt(D_i D_j):
+    #   Â_00 = 1/2, Â_10 = Â_20 = .5/sqrt(2), Â_11 = Â_22 = 1, all others 0.
+    cooc, nums = G.cooccurrence(TINY)
+    got = G.probabilistic_adjacency(cooc, nums, t=0.4).numpy()
+    r = 0.5 / math.sqrt(2)
+    expect = np.array([[0.5, 0, 0], [r, 1, 0], [r, 0, 1]])
+    np.testing.assert_allclose(got, expect, atol=1e-6)
+
+
+def test_probabilistic_adjacency_threshold_is_inclusive_and_ignores_the_cooc_diagonal():
+    cooc, nums = G.cooccurrence(TINY)
+    cooc_diag = cooc + np.diag(nums)  # a dataset file with counts on the diagonal
+    np.testing.assert_allclose(G.probabilistic_adjacency(cooc_diag, nums, 0.4),
+                               G.probabilistic_adjacency(cooc, nums, 0.4))
+    # t = 1/3 exactly: now (1,0) and (2,0) also pass -> symmetric 0/1 pattern
+    a = G.probabilistic_adjacency(cooc, nums, 1 / 3).numpy()
+    assert a[0, 1] > 0 and a[1, 0] > 0
+
+
+def test_normalize_adjacency_transposes_and_scales_by_row_sums():
+    # A = [[1, 2], [0, 1]]: row sums (3, 1); Â = D^-1/2 A^T D^-1/2 = [[1/3, 0], [2/sqrt(3), 1]]
+    a = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+    expect = torch.tensor([[1 / 3, 0.0], [2 / math.sqrt(3), 1.0]])
+    assert torch.allclose(G.normalize_adjacency(a), expect, atol=1e-6)
+
+
+def test_iterative_adjacency_by_hand():
+    # H0 rows e1, (1,1), e2; w = 1: cosines c01 = c12 = 1/√2 ≈ .707 >= t = .5, c02 = 0.
+    # A0 = S = [[1, q, 0], [q, 1, q], [0, q, 1]] with q = 1/√2, so A = 0.5 A0 + 0.5 S = A0;
+    # row sums (1+q, 1+2q, 1+q); Â_01 = q / sqrt((1+q)(1+2q)), Â_02 = 0, Â_11 = 1/(1+2q).
+    h0 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    a0 = G.threshold(G.cosine_matrix(h0), 0.5)
+    got = G.iterative_adjacency(h0, a0, torch.ones(1, 2), 0.5)
+    q = 2 ** -0.5
+    assert got[0, 1].item() == pytest.approx(q / math.sqrt((1 + q) * (1 + 2 * q)), rel=1e-6)
+    assert got[0, 2].item() == 0.0
+    assert got[1, 1].item() == pytest.approx(1 / (1 + 2 * q), rel=1e-6)
+    # re-weighting the second coordinate changes S (and so Â): w acts inside the cosine
+    other = G.iterative_adjacency(h0, a0, torch.tensor([[1.0, 3.0]]), 0.5)
+    assert not torch.allclose(got, other)
+
+
+def _tiny_data(**kw):
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 5)) < 0.4).astype(np.uint8)
+    y[:, 0] = 1
+    return make_data("tiny", rng.normal(size=(40, 6)), rng.normal(size=(40, 4)), y,
+                     label_embeddings=rng.normal(size=(5, 7)), **kw)
+
+
+def _build(name, data, **params):
+    entry = get_method(name)
+    method = entry.cls(build(entry.cls.Params, {"D": 8, "layers": 2, **params, **entry.fixed}, name))
+    return method, method.build(data, FitContext(seed=0))
+
+
+def test_ignn_adjacency_is_recomputed_each_forward_and_receives_gradients():
+    _, model = _build("ignn_con", _tiny_data())
+    before = model.adjacency().detach().clone()
+    model.classifiers().pow(2).sum().backward()
+    assert model.w.grad is not None and model.w.grad.abs().sum() > 0
+    assert model.h0.grad is not None and model.h0.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.w.mul_(torch.linspace(0.2, 3.0, model.w.shape[1]))
+    assert not torch.allclose(model.adjacency(), before)
+
+
+def test_pgnn_uses_dataset_cooccurrence_when_provided():
+    data = _tiny_data()
+    extras_cooc = np.ones((5, 5)) * 10
+    extras_cooc[0, 1] = 0.0
+    given = _tiny_data(extras={"adj": extras_cooc, "nums": np.full(5, 10.0)})
+    _, m_given = _build("pgnn_con", given)
+    _, m_own = _build("pgnn_con", data)
+    np.testing.assert_allclose(m_given.adj.numpy(),
+                               G.probabilistic_adjacency(extras_cooc, np.full(5, 10.0), 0.4).numpy())
+    cooc, nums = G.cooccurrence(data.labels)
+    np.testing.assert_allclose(m_own.adj.numpy(), G.probabilistic_adjacency(cooc, nums, 0.4).numpy())
+    assert not np.allclose(m_given.adj.numpy(), m_own.adj.numpy())

@@ -1,0 +1,166 @@
+"""The loss functions of the GNN models match hand-computed values and naive references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.registry import load_plugins
+
+load_plugins()
+import _bench_plugins.methods.common.losses as L  # noqa: E402
+
+E = math.e
+
+
+def test_classification_loss_is_mean_l2_norm_of_cosine_prediction_error():
+    # C rows normalise to e1, e2. u0 = (1,0): p0 = (1, 0); u1 = (1,1): p1 = (1/√2, 1/√2).
+    # y0 = (1,1): ||(0,-1)|| = 1.  y1 = (0,1): ||(0.7071, -0.2929)|| = sqrt(0.5 + 0.0858) = 0.76537.
+    u = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    c = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    y = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    p = L.cosine_prediction(u, c)
+    assert torch.allclose(p, torch.tensor([[1.0, 0.0], [0.5 ** 0.5, 0.5 ** 0.5]]))
+    r = 1 - 0.5 ** 0.5
+    assert L.classification_loss(p, y).item() == pytest.approx((1 + math.sqrt(0.5 + r * r)) / 2, rel=1e-6)
+    assert L.classification_loss(p, y, torch.tensor([True, False])).item() == pytest.approx(1.0)
+
+
+def test_label_similarity_jaccard_cosine_binary_by_hand():
+    # y0 = {0}, y1 = {0,1}: |∩| = 1, |∪| = 2 -> jaccard 1/2, cosine 1/sqrt(1*2), binary 1.
+    y = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert L.label_similarity(y, y, "jaccard")[0, 1].item() == pytest.approx(0.5)
+    assert L.label_similarity(y, y, "cosine")[0, 1].item() == pytest.approx(2 ** -0.5)
+    assert L.label_similarity(y, y, "binary")[0, 1].item() == 1.0
+
+
+def test_soft_contrastive_matches_hand_value():
+    # a = b = I (2 items), tau = 1 -> sim = I. y0 = {0}, y1 = {0,1}: jaccard s = [[1, .5], [.5, 1]],
+    # P row0 = (2/3, 1/3). Denominator log(e^1 + e^0) = log(1+e) =: Lz.
+    # loss0 = -(2/3 (1 - Lz) + 1/3 (0 - Lz)) = Lz - 2/3; row 1 is symmetric -> mean Lz - 2/3.
+    a = torch.eye(2)
+    y = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    s = L.label_similarity(y, y, "jaccard")
+    assert L.soft_contrastive(a, a, s, tau=1.0).item() == pytest.approx(math.log(1 + E) - 2 / 3, rel=1e-6)
+    # binary positives: P = (1/2, 1/2) -> Lz - 1/2
+    sb = L.label_similarity(y, y, "binary")
+    assert L.soft_contrastive(a, a, sb, tau=1.0).item() == pytest.approx(math.log(1 + E) - 0.5, rel=1e-6)
+    # tau = 0.5: sim = 2 I -> log(1 + e^2) - 2 * 2/3
+    assert L.soft_contrastive(a, a, s, tau=0.5).item() == pytest.approx(math.log(1 + E ** 2) - 4 / 3, rel=1e-6)
+    # lse_scale 1.06 enters the denominator only: log(e^1.06 + 1) - 2/3
+    assert L.soft_contrastive(a, a, s, tau=1.0, lse_scale=1.06).item() == pytest.approx(
+        math.log(1 + E ** 1.06) - 2 / 3, rel=1e-6)
+
+
+def test_soft_contrastive_exclude_self_drops_diagonal_and_anchors_without_positives():
+    # items: a0 = e1, a1 = e2, a2 = e1; y = {0}, {1}, {0}. Excluding j = i:
+    # anchor 0: candidates {1, 2}, only 2 positive (P = 1), sims (0, 1): loss log(1 + e) - 1;
+    # anchor 1: no positive -> skipped; anchor 2: same as anchor 0. Mean = log(1 + e) - 1.
+    # With self included, anchor 0 has P = (1/2, 0, 1/2), sims (1, 0, 1): log(2e + 1) - 1.
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    s = L.label_similarity(y, y)
+    assert L.soft_contrastive(a, a, s, 1.0, exclude_self=True).item() == pytest.approx(math.log(1 + E) - 1, rel=1e-6)
+    with_self = L.soft_contrastive(a, a, s, 1.0)
+    # anchors 0 and 2: log(2e+1) - 1; anchor 1: only itself, P = 1, sims (0, 1, 0): log(2 + e) - 1
+    expect = (2 * (math.log(2 * E + 1) - 1) + math.log(2 + E) - 1) / 3
+    assert with_self.item() == pytest.approx(expect, rel=1e-6)
+
+
+def test_soft_contrastive_masks_skip_absent_rows_and_columns():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    y = (torch.rand(5, 3) < 0.5).float()
+    y[:, 0] = 1
+    s = L.label_similarity(y, y)
+    rows = torch.tensor([True, True, False, True, True])
+    cols = torch.tensor([True, False, True, True, True])
+    keep_r, keep_c = rows.nonzero().squeeze(1), cols.nonzero().squeeze(1)
+    expect = L.soft_contrastive(a[keep_r], b[keep_c], s[keep_r][:, keep_c], 0.3, 1.06)
+    got = L.soft_contrastive(a, b, s, 0.3, 1.06, row_mask=rows, col_mask=cols)
+    assert got.item() == pytest.approx(expect.item(), rel=1e-5)
+
+
+def _contrastive_both(y):
+    torch.manual_seed(1)
+    u, v = torch.randn(len(y), 8), torch.randn(len(y), 8)
+    soft = L.multilabel_contrastive(u, v, y, tau=0.2, gamma=0.14, similarity="jaccard", lse_scale=1.06)
+    binary = L.multilabel_contrastive(u, v, y, tau=0.2, gamma=0.14, similarity="binary", lse_scale=1.06)
+    return soft.item(), binary.item()
+
+
+def test_soft_and_binary_contrastive_agree_when_overlaps_are_all_or_nothing():
+    protos = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    y = protos[torch.tensor([0, 1, 2, 0, 1, 0, 2, 2])]  # label sets identical or disjoint
+    soft, binary = _contrastive_both(y)
+    assert soft == pytest.approx(binary, rel=1e-6)
+
+
+def test_soft_and_binary_contrastive_differ_with_partial_overlaps():
+    y = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0],
+                      [0.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+    soft, binary = _contrastive_both(y)
+    assert abs(soft - binary) > 1e-3
+
+
+def test_multilabel_contrastive_is_cross_terms_plus_gamma_intra_terms():
+    torch.manual_seed(2)
+    u, v = torch.randn(6, 5), torch.randn(6, 5)
+    y = (torch.rand(6, 4) < 0.5).float()
+    y[:, 1] = 1
+    s = L.label_similarity(y, y)
+    parts = [L.soft_contrastive(u, v, s, 0.3, 1.06), L.soft_contrastive(v, u, s, 0.3, 1.06),
+             L.soft_contrastive(u, u, s, 0.3, 1.06, exclude_self=True),
+             L.soft_contrastive(v, v, s, 0.3, 1.06, exclude_self=True)]
+    got = L.multilabel_contrastive(u, v, y, 0.3, 0.5, "jaccard", 1.06)
+    assert got.item() == pytest.approx((parts[0] + parts[1] + 0.5 * (parts[2] + parts[3])).item(), rel=1e-6)
+
+
+def _naive_nll(a, b, ya, yb, rows=None, cols=None):
+    total, count = 0.0, 0
+    for i in range(len(a)):
+        for j in range(len(b)):
+            if (rows is not None and not rows[i]) or (cols is not None and not cols[j]):
+                continue
+            cos = float(a[i] @ b[j] / (a[i].norm() * b[j].norm()))
+            theta = cos / 2
+            share = float((ya[i] * yb[j]).sum() > 0)
+            total += math.log(1 + math.exp(theta)) - share * theta
+            count += 1
+    return total / count
+
+
+def test_pairwise_nll_matches_naive_loop():
+    torch.manual_seed(3)
+    a, b = torch.randn(7, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    ya, yb = (torch.rand(7, 3) < 0.4).double(), (torch.rand(5, 3) < 0.4).double()
+    assert L.pairwise_nll(a, b, ya, yb).item() == pytest.approx(_naive_nll(a, b, ya, yb), rel=1e-9)
+    rows = torch.tensor([True, False, True, True, False, True, True])
+    cols = torch.tensor([False, True, True, True, True])
+    assert L.pairwise_nll(a, b, ya, yb, rows, cols).item() == pytest.approx(
+        _naive_nll(a, b, ya, yb, rows, cols), rel=1e-9)
+
+
+def test_dscmr_nll_sums_image_image_image_text_text_text():
+    torch.manual_seed(4)
+    u, v = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    y = (torch.rand(4, 2) < 0.5).double()
+    expect = _naive_nll(u, u, y, y) + _naive_nll(u, v, y, y) + _naive_nll(v, v, y, y)
+    assert L.dscmr_nll(u, v, y).item() == pytest.approx(expect, rel=1e-9)
+
+
+def test_adversarial_loss_by_hand():
+    # real logits (0, 0): CE vs class 1 = log 2; fake logits (0, log 3): P(class 0) = 1/4 -> log 4.
+    real = torch.tensor([[0.0, 0.0]])
+    fake = torch.tensor([[0.0, math.log(3.0)]])
+    assert L.adversarial_loss(real, fake).item() == pytest.approx(math.log(8.0), rel=1e-6)
+
+
+def test_losses_with_nothing_present_are_zero_not_nan():
+    u, v = torch.randn(3, 4), torch.randn(3, 4)
+    y = torch.ones(3, 2)
+    none = torch.zeros(3, dtype=torch.bool)
+    assert L.multilabel_contrastive(u, v, y, 0.2, 0.1, image_mask=none, text_mask=none).item() == 0.0
+    assert L.classification_loss(torch.zeros(3, 2), y, none).item() == 0.0
