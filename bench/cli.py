@@ -33,6 +33,18 @@ def main() -> None:
     """Benchmark harness for multi-label cross-modal retrieval."""
 
 
+threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
+                              help="torch CPU threads (default: torch's choice; 1 when sharing a small machine)")
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply --threads."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 results_option = click.option("--results", "results", default=None, metavar="DIR",
                               help="results folder (default $BENCH_RESULTS or ./results)")
 
@@ -46,9 +58,11 @@ results_option = click.option("--results", "results", default=None, metavar="DIR
 @click.option("--tracking-uri", default=None, metavar="URI",
               help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
 @click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")
+@threads_option
 def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device: str | None,
-        tracking_uri: str | None, no_mlflow: bool) -> None:
+        tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
     """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable."""
+    set_threads(threads)
     from bench.progress import interactive
     from bench.runner import Runner
     from bench.sweep import load_sweep
@@ -141,8 +155,9 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, 
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage URL for many machines (default: a journal file under the results)")
 @click.option("--device", default=None, help="override the sweep's device")
+@threads_option
 def tune(sweep_file: str, results: str | None, trials: int, timeout: float | None, storage: str | None,
-         device: str | None) -> None:
+         device: str | None, threads: int | None) -> None:
     """Optuna studies on the VALIDATION split, one per (dataset, method) of SWEEP_FILE.
 
     Best parameters are saved as JSON; reuse them in a run sweep with `params_from: PATH`.
@@ -153,6 +168,7 @@ def tune(sweep_file: str, results: str | None, trials: int, timeout: float | Non
 
     if trials < 1:
         raise BenchError("--trials must be at least 1")
+    set_threads(threads)
     root = results_root(results)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache")
     run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,

@@ -162,19 +162,21 @@ def run_epochs(
     validate: Callable[[], float],
     epochs: int,
     patience: int | None = None,
+    first_epoch: int = 1,
 ) -> EpochResult:
     """The shared training loop: train, validate, keep the best epoch's weights, stop early.
 
     `train_epoch(epoch)` trains one epoch and returns loss values to log; `validate()` returns
     the validation mAP. The state of `module` with the best validation mAP is restored at the
     end. Patience counts epochs without improvement; `None` disables early stopping.
+    Epochs are numbered from `first_epoch` (a later training stage continues the count).
     """
     from bench.progress import progress
 
     best_state: dict[str, torch.Tensor] | None = None
     best, best_epoch, since_best, ran = -math.inf, 0, 0, 0
     stopped = False
-    bar = progress(range(1, epochs + 1), total=epochs, desc=f"epochs {ctx.label}".strip(),
+    bar = progress(range(first_epoch, first_epoch + epochs), total=epochs, desc=f"epochs {ctx.label}".strip(),
                    enabled=ctx.show_progress, leave=False)
     for epoch in bar:
         module.train()

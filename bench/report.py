@@ -26,15 +26,17 @@ def records_frame(records: list[dict[str, Any]], keys: set[str] | None = None) -
             continue
         spec, metrics = rec["spec"], rec.get("metrics", {})
         row = {"sweep": spec["sweep"], "dataset": spec["dataset_label"], "method": spec["method_label"],
-               "seed": spec["seed"], "key": rec["key"], "finished": rec.get("finished", "")}
+               "seed": spec["seed"], "key": rec["key"], "finished": rec.get("finished", ""),
+               "position": rec.get("position", 0)}
         row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         if rec.get("test_selected"):
             row["test_selected_map_avg"] = rec["test_selected"]["map_avg"]
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["sweep", "dataset", "method", "seed", "key", "finished", *COLUMNS])
-    df = pd.DataFrame(rows).sort_values("finished")
-    return df.drop_duplicates(["sweep", "dataset", "method", "seed"], keep="last").reset_index(drop=True)
+    df = pd.DataFrame(rows).sort_values("finished", kind="stable")
+    df = df.drop_duplicates(["sweep", "dataset", "method", "seed"], keep="last")
+    return df.sort_values(["position", "finished"], kind="stable").reset_index(drop=True)
 
 
 def summarise(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:

@@ -235,6 +235,7 @@ class Runner:
         self.device = resolve_device(sweep.device)
         self.cache_root = self.results / "cache"
         self._data_key: str | None = None
+        self._position = {s.key: i for i, s in enumerate(sweep.specs)}
         self._data: CrossModalData | Exception | None = None
 
     def pending(self) -> list[RunSpec]:
@@ -310,6 +311,7 @@ class Runner:
         t0 = time.perf_counter()
         base: dict[str, Any] = {
             "key": spec.key, "spec": dataclasses.asdict(spec), "started": started,
+            "position": self._position.get(spec.key, 0),  # order in the sweep file, for reports
             "environment": environment(self.device),
         }
         tags = {"method": spec.method, "family": spec.family, "variant": spec.method.partition("/")[2] or "-",

@@ -11,6 +11,8 @@ import hashlib
 import inspect
 import itertools
 import json
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +73,36 @@ def run_key(spec: RunSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def plugin_modules(module: types.ModuleType) -> list[types.ModuleType]:
+    """`module` and every module of the same plugin package it uses, transitively (e.g. methods/common)."""
+    root = module.__name__.split(".")[0]
+    seen: dict[str, types.ModuleType] = {}
+    stack = [module]
+    while stack:
+        mod = stack.pop()
+        if mod.__name__ in seen:
+            continue
+        seen[mod.__name__] = mod
+        for value in vars(mod).values():
+            name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if isinstance(name, str) and name.split(".")[0] == root and name not in seen and name in sys.modules:
+                stack.append(sys.modules[name])
+    return [seen[k] for k in sorted(seen)]
+
+
 def code_version(cls: type) -> str:
-    """Hash of the source file defining a plugin class: editing the method invalidates its records."""
-    try:
-        source = inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        source = f"{cls.__module__}.{cls.__qualname__}"
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
+    """Hash of the plugin's source and of the plugin modules it uses: editing them invalidates its records."""
+    module = inspect.getmodule(cls)
+    if module is None:
+        return hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}".encode()).hexdigest()[:12]
+    # sources only: module names depend on how (and in which order) plugin folders were discovered
+    parts = []
+    for mod in plugin_modules(module):
+        try:
+            parts.append(hashlib.sha256(inspect.getsource(mod).encode()).hexdigest())
+        except (OSError, TypeError):
+            parts.append(mod.__name__)
+    return hashlib.sha256("".join(sorted(parts)).encode()).hexdigest()[:12]
 
 
 @dataclass

@@ -198,23 +198,6 @@ def mixed_batches(groups: list[torch.Tensor], weights: list[float], batch: int, 
     return out
 
 
-class _StageContext:
-    """A view of a FitContext whose epoch numbers are shifted (stage 2 continues stage 1's count)."""
-
-    def __init__(self, ctx: FitContext, offset: int) -> None:
-        self.ctx, self.offset = ctx, offset
-        self.label, self.show_progress = ctx.label, ctx.show_progress
-
-    def log(self, step: int, **metrics: float) -> None:
-        self.ctx.log(step + self.offset, **metrics)
-
-    def report(self, epoch: int, val_map: float) -> None:
-        self.ctx.report(epoch + self.offset, val_map)
-
-    def out_of_time(self) -> bool:
-        return self.ctx.out_of_time()
-
-
 class GNNCon(Method):
     """The family: subclasses register it under a name with their own defaults."""
 
@@ -366,7 +349,7 @@ class GNNCon(Method):
             batches = [b.to(x.device) for b in batches]
             return run(batches, opt, xs, ts, full if recon else im, full if recon else tm)
 
-        second = run_epochs(_StageContext(ctx, offset), model, stage2, validate, p.stage2_epochs, p.patience)
+        second = run_epochs(ctx, model, stage2, validate, p.stage2_epochs, p.patience, first_epoch=offset + 1)
         if not second.best_val_map > best_first:
             model.load_state_dict(kept)
         model.eval()
