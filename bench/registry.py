@@ -50,26 +50,25 @@ def _check_name(name: str, kind: str, obj: Any) -> None:
         raise BenchError(f"{kind} plugin {obj!r} needs a class attribute `name` without '/'")
 
 
+def _register(table: dict[str, Any], kind: str, cls: Any) -> Any:
+    """Add `cls` under `cls.name`; the same class again is a no-op, another class is an error."""
+    _check_name(cls.name, kind, cls)
+    old = table.get(cls.name)
+    if old is not None and _qualname(old) != _qualname(cls):
+        raise BenchError(f"{kind} name '{cls.name}' is registered twice: {_qualname(old)} and "
+                         f"{_qualname(cls)}; rename one")
+    table[cls.name] = cls
+    return cls
+
+
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: register a method family (and its variants) under `cls.name`."""
-    _check_name(cls.name, "method", cls)
-    old = _METHOD_CLASSES.get(cls.name)
-    if old is not None and _qualname(old) != _qualname(cls):
-        raise BenchError(f"method name '{cls.name}' is registered twice: {_qualname(old)} and "
-                         f"{_qualname(cls)}; rename one")
-    _METHOD_CLASSES[cls.name] = cls
-    return cls
+    return _register(_METHOD_CLASSES, "method", cls)
 
 
 def register_dataset(cls: type[Dataset]) -> type[Dataset]:
     """Class decorator: register a dataset plugin under `cls.name`."""
-    _check_name(cls.name, "dataset", cls)
-    old = _DATASET_CLASSES.get(cls.name)
-    if old is not None and _qualname(old) != _qualname(cls):
-        raise BenchError(f"dataset name '{cls.name}' is registered twice: {_qualname(old)} and "
-                         f"{_qualname(cls)}; rename one")
-    _DATASET_CLASSES[cls.name] = cls
-    return cls
+    return _register(_DATASET_CLASSES, "dataset", cls)
 
 
 def _qualname(cls: type) -> str:

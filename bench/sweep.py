@@ -217,17 +217,8 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
     skipped: dict[str, str] = {}
     labels_seen: set[str] = set()
     for i, d in enumerate(datasets):
-        if isinstance(d, str):
-            d = {"name": d}
         where = at("datasets", i)
-        d = _mapping(d, where)
-        _check_keys(d, DATASET_KEYS, where)
-        if "name" not in d:
-            raise ConfigError(f"{where}: missing required key 'name'")
-        try:
-            dcls = get_dataset(d["name"])
-        except BenchError as exc:
-            raise ConfigError(f"{where}.name: {exc}") from None
+        d, dcls = _entry(d, DATASET_KEYS, where, get_dataset)
         dparams = P.as_dict(P.build(dcls.Params, _mapping(d.get("params"), f"{where}.params"), f"{where}.params"))
         split = P.as_dict(P.build(SplitSpec, {**default_split, **_mapping(d.get("split"), f"{where}.split")},
                                   f"{where}.split"))
@@ -326,18 +317,21 @@ def _params_from(value: Any, entry: MethodEntry, where: str) -> dict[str, Any]:
     return {k: v for k, v in doc["params"].items() if k not in entry.fixed}
 
 
-def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, dict, list[dict]]:
-    """(entry, label, tuned params from params_from, params, grid points) of a methods item."""
-    if isinstance(m, str):
-        m = {"name": m}
-    m = _mapping(m, where)
-    _check_keys(m, METHOD_KEYS, where)
-    if "name" not in m:
+def _entry(item: Any, allowed: set[str], where: str, lookup: Any) -> tuple[dict, Any]:
+    """A datasets/methods item (a name or a mapping with 'name') checked, and its registry entry."""
+    item = _mapping({"name": item} if isinstance(item, str) else item, where)
+    _check_keys(item, allowed, where)
+    if "name" not in item:
         raise ConfigError(f"{where}: missing required key 'name'")
     try:
-        entry = get_method(m["name"])
+        return item, lookup(item["name"])
     except BenchError as exc:
         raise ConfigError(f"{where}.name: {exc}") from None
+
+
+def _parse_method(m: Any, where: str) -> tuple[MethodEntry, str, dict, dict, list[dict]]:
+    """(entry, label, tuned params from params_from, params, grid points) of a methods item."""
+    m, entry = _entry(m, METHOD_KEYS, where, get_method)
     params = _mapping(m.get("params"), f"{where}.params")
     tuned = {}
     if m.get("params_from") is not None:
