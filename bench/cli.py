@@ -121,7 +121,10 @@ def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device
               show_default=True)
 @click.option("--digits", default=4, show_default=True, help="decimals in the table")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write to a file instead")
-def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, output: str | None) -> None:
+@click.option("--figures", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="also write PR-curve figures (one PNG per sweep and dataset, mean over seeds) to DIR")
+def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, output: str | None,
+           figures: str | None) -> None:
     """Tables of mean +- std mAP over seeds, from the records of SWEEPS (names or sweep files; default all)."""
     from bench.records import write_atomic
     from bench.report import report as make_report
@@ -140,6 +143,11 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, 
                 raise BenchError(f"no sweep '{item}' under {root}; run `bench run` first or check --results")
             names.append(item)
     text = make_report(root, names or None, keys=keys, fmt=fmt, digits=digits)
+    if figures:
+        from bench.report import pr_figures
+
+        for path in pr_figures(root, Path(figures), names or None, keys):
+            click.echo(f"wrote {path}", err=True)
     if output:
         write_atomic(Path(output), text)
         click.echo(f"wrote {output}")

@@ -111,6 +111,68 @@ def render(table: pd.DataFrame, fmt: str = "markdown", metrics: list[str] | None
     return "\n\n".join(parts) + "\n"
 
 
+def mean_pr_curves(records: list[dict[str, Any]], keys: set[str] | None = None
+                   ) -> dict[tuple[str, str], dict[str, dict[str, tuple[np.ndarray, np.ndarray, int]]]]:
+    """{(sweep, dataset): {method: {"pr_i2t"/"pr_t2i": (recall, precision, seeds)}}}: elementwise means
+    over seeds of the ok records (newest per seed), in sweep order; curves on another cutoff grid
+    than the method's first are left out of its mean."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for rec in records:
+        if rec.get("status") != "ok" or (keys is not None and rec["key"] not in keys):
+            continue
+        s = rec["spec"]
+        ident = (s["sweep"], s["dataset_label"], s["method_label"], s["seed"])
+        if ident not in newest or rec.get("finished", "") >= newest[ident].get("finished", ""):
+            newest[ident] = rec
+    gathered: dict[tuple[str, str], dict[str, dict[str, list]]] = {}
+    for (sweep, dataset, method, _seed), rec in sorted(newest.items(), key=lambda kv: kv[1].get("position", 0)):
+        for direction in ("pr_i2t", "pr_t2i"):
+            pr = rec.get("metrics", {}).get(direction)
+            if pr and "precision" in pr:
+                gathered.setdefault((sweep, dataset), {}).setdefault(method, {}).setdefault(direction, []).append(pr)
+    out: dict = {}
+    for group, methods in gathered.items():
+        for method, per_dir in methods.items():
+            for direction, runs in per_dir.items():
+                runs = [r for r in runs if len(r["recall"]) == len(runs[0]["recall"])]
+                out.setdefault(group, {}).setdefault(method, {})[direction] = (
+                    np.mean([r["recall"] for r in runs], axis=0), np.mean([r["precision"] for r in runs], axis=0),
+                    len(runs))
+    return out
+
+
+def pr_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None
+               ) -> list[Path]:
+    """One PNG per (sweep, dataset): PR curves (I→T and T→I) of every method, averaged over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (sweep, dataset), methods in mean_pr_curves(iter_records(results, sweeps), keys).items():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        for ax, direction, title in ((axes[0], "pr_i2t", "image → text"), (axes[1], "pr_t2i", "text → image")):
+            for method, per_dir in methods.items():
+                if direction in per_dir:
+                    recall, precision, n = per_dir[direction]
+                    ax.plot(recall, precision, label=f"{method} ({n})", linewidth=1.2)
+            ax.set_title(f"{dataset}: {title}")
+            ax.set_xlabel("recall")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("precision")
+        axes[1].legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{sweep}__{dataset}")
+        path = out_dir / f"pr_{safe}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def report(results: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
            fmt: str = "markdown", digits: int = 4) -> str:
     """Render the table for the given sweeps (all under `results` when None)."""
