@@ -1,0 +1,109 @@
+"""bench tune: Optuna on the validation split, best parameters saved and reusable with params_from."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from conftest import TINY_SYNTHETIC, write_sweep
+
+from bench.cli import main
+from bench.method import resolve_device
+from bench.registry import get_method
+from bench.runner import load_dataset
+from bench.splits import SplitSpec, get_split
+from bench.sweep import load_sweep
+from bench.tune import best_params_path, make_objective
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_tune_saves_the_best_completed_trial_and_a_run_sweep_reuses_it(tmp_path):
+    sweep = write_sweep(tmp_path, f"""
+        name: tunetest
+        seeds: [0]
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [label_regression]
+    """)
+    results = tmp_path / "results"
+    assert _invoke("tune", str(sweep), "--trials", "4", "--results", str(results)).exit_code == 0
+    path = best_params_path(results, "tunetest", "synthetic", "label_regression")
+    doc = json.loads(path.read_text())
+    assert 1e-4 <= doc["params"]["lam"] <= 10.0  # inside the method's search space
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="tunetest:synthetic:label_regression", storage=JournalStorage(
+        JournalFileBackend(str(results / "tunetest" / "tune" / "optuna.journal"))))
+    values = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(values) == 4 and doc["value"] == max(values)
+    assert doc["params"]["lam"] == study.best_trial.params["lam"]
+    # tuning never writes run records: the test split stays untouched
+    assert not (results / "tunetest" / "runs").exists()
+
+    use = write_sweep(tmp_path, f"""
+        name: usetuned
+        seeds: [0]
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [{{name: label_regression, params_from: "{path}"}}]
+    """, name="use")
+    spec = load_sweep(use).specs[0]
+    assert spec.params["lam"] == doc["params"]["lam"] and spec.method_label == "label_regression (tuned)"
+
+
+def test_a_second_invocation_adds_trials_to_the_same_study(tmp_path):
+    sweep = write_sweep(tmp_path, f"""
+        name: again
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [label_regression]
+    """)
+    results = tmp_path / "results"
+    for _ in range(2):
+        assert _invoke("tune", str(sweep), "--trials", "2", "--results", str(results)).exit_code == 0
+    doc = json.loads(best_params_path(results, "again", "synthetic", "label_regression").read_text())
+    assert doc["trials"] == 4
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):  # noqa: D102
+        return True
+
+
+def test_per_epoch_validation_reports_reach_the_pruner(tmp_path):
+    sweep = write_sweep(tmp_path, f"""
+        name: prune
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [{{name: pgnn_con, params: {{D: 16, epochs: 3, layers: 2, batch: 64}}}}]
+    """)
+    template = load_sweep(sweep).specs[0]
+    data = load_dataset(template, tmp_path / "cache")
+    split = get_split(data, SplitSpec(**template.split), tmp_path / "cache")
+    objective = make_objective(get_method("pgnn_con"), template, data, split, resolve_device("cpu"))
+    study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]  # pruned right after the first epoch's report
+
+
+def test_tune_with_zero_trials_is_a_one_line_error(tmp_path):
+    sweep = write_sweep(tmp_path, """
+        datasets: [synthetic]
+        methods: [cca]
+    """)
+    result = CliRunner().invoke(main, ["tune", str(sweep), "--trials", "0", "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--trials" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("method", ["cca", "label_regression", "pgnn_con", "ignn_con", "dagnn"])
+def test_search_spaces_suggest_only_known_parameters(method):
+    entry = get_method(method)
+    trial = optuna.create_study().ask()
+    suggested = entry.cls.search_space(trial)
+    known = set(entry.cls.Params.__dataclass_fields__)
+    assert suggested and set(suggested) <= known
