@@ -236,6 +236,14 @@ class Runner:
         self.cache_root = self.results / "cache"
         self._data_key: str | None = None
         self._position = {s.key: i for i, s in enumerate(sweep.specs)}
+        self._environment: dict[str, Any] | None = None
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        """Versions, host, device and git commit: fixed for an invocation, so computed once."""
+        if self._environment is None:
+            self._environment = environment(self.device)
+        return self._environment
         self._data: CrossModalData | Exception | None = None
 
     def pending(self) -> list[RunSpec]:
@@ -278,7 +286,7 @@ class Runner:
             return summary
         self.tracker.start_parent(f"{self.sweep.name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}",
                                   {"sweep": self.sweep.name, "sweep_file": str(self.sweep.path),
-                                   "git_commit": git_commit(), "bench.role": "invocation"})
+                                   "git_commit": self.environment["git_commit"], "bench.role": "invocation"})
         bar = progress(todo, total=len(todo), desc=f"sweep {self.sweep.name}", enabled=self.show_progress)
         status = "FAILED"
         try:
@@ -312,7 +320,7 @@ class Runner:
         base: dict[str, Any] = {
             "key": spec.key, "spec": dataclasses.asdict(spec), "started": started,
             "position": self._position.get(spec.key, 0),  # order in the sweep file, for reports
-            "environment": environment(self.device),
+            "environment": self.environment,
         }
         tags = {"method": spec.method, "family": spec.family, "variant": spec.method.partition("/")[2] or "-",
                 "dataset": spec.dataset_label, "seed": str(spec.seed), "run_key": spec.key,
