@@ -124,9 +124,9 @@ def _naive_nll(a, b, ya, yb, rows=None, cols=None):
         for j in range(len(b)):
             if (rows is not None and not rows[i]) or (cols is not None and not cols[j]):
                 continue
-            cos = float(a[i] @ b[j] / (a[i].norm() * b[j].norm()))
+            cos = float(a[i] @ b[j] / max(float(a[i].norm() * b[j].norm()), 1e-6))
             theta = cos / 2
-            share = float((ya[i] * yb[j]).sum() > 0)
+            share = float((ya[i] * yb[j]).sum())  # number of shared labels
             total += math.log(1 + math.exp(theta)) - share * theta
             count += 1
     return total / count
@@ -141,6 +141,34 @@ def test_pairwise_nll_matches_naive_loop():
     cols = torch.tensor([False, True, True, True, True])
     assert L.pairwise_nll(a, b, ya, yb, rows, cols).item() == pytest.approx(
         _naive_nll(a, b, ya, yb, rows, cols), rel=1e-9)
+
+
+def test_pairwise_nll_counts_shared_labels_3x2_by_hand():
+    # a = b = rows e1, e2, (1,1): cos = [[1, 0, r2], [0, 1, r2], [r2, r2, 1]] with r2 = 1/sqrt(2),
+    # theta = cos / 2, so theta = 1/2 on the diagonal, 0 at (0,1)/(1,0), r = 1/(2 sqrt 2) elsewhere.
+    # y0 = {0,1}, y1 = {0}, y2 = {1}: S = y y^T = [[2, 1, 1], [1, 1, 0], [1, 0, 1]] (counts).
+    # sum softplus = 3 log(1 + e^.5) + 2 log 2 + 4 log(1 + e^r); sum S theta = (2+1+1)/2 + 2 r.
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    r = 1 / (2 * math.sqrt(2))
+    softplus = 3 * math.log(1 + math.exp(0.5)) + 2 * math.log(2) + 4 * math.log(1 + math.exp(r))
+    expect = (softplus - (2.0 + 2 * r)) / 9
+    assert L.pairwise_nll(a, a, y, y).item() == pytest.approx(expect, rel=1e-12)
+    # (a binarised S would give S00 = 1 instead of 2: 0.5/9 = 0.056 more)
+    # dscmr_nll with u = v sums three identical terms
+    assert L.dscmr_nll(a, a, y).item() == pytest.approx(3 * expect, rel=1e-12)
+
+
+def test_pairwise_nll_clamps_product_of_norms_at_1e6():
+    # ||a|| = 1e-4, ||b|| = 1e-3: product 1e-7 < 1e-6, so theta = (1e-7 / 1e-6) / 2 = 0.05
+    # (not cos / 2 = 0.5). One shared label: loss = log(1 + e^.05) - .05.
+    a = torch.tensor([[1e-4, 0.0]], dtype=torch.float64)
+    b = torch.tensor([[1e-3, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0]], dtype=torch.float64)
+    assert L.pairwise_nll(a, b, y, y).item() == pytest.approx(math.log(1 + math.exp(0.05)) - 0.05, rel=1e-12)
+    # a zero row gives theta = 0: log 2
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    assert L.pairwise_nll(z, b, y, y).item() == pytest.approx(math.log(2), rel=1e-12)
 
 
 def test_dscmr_nll_sums_image_image_image_text_text_text():

@@ -93,10 +93,15 @@ def multilabel_contrastive(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, ta
 
 def pairwise_nll(a: torch.Tensor, b: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor,
                  row_mask: torch.Tensor | None = None, col_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """DSCMR pairwise loss: mean_ij log(1 + e^theta_ij) - S_ij theta_ij,
-    theta_ij = cos(a_i, b_j) / 2, S_ij = [y_a,i and y_b,j share a label]; over valid pairs."""
-    theta = 0.5 * (F.normalize(a, dim=1, eps=1e-12) @ F.normalize(b, dim=1, eps=1e-12).T)
-    s = (ya.float() @ yb.float().T > 0).float()
+    """DSCMR pairwise loss as released: mean_ij log(1 + e^theta_ij) - S_ij theta_ij over valid pairs.
+
+    theta_ij = <a_i, b_j> / max(||a_i|| ||b_j||, 1e-6) / 2 (the 1e-6 clamps the PRODUCT of the
+    norms) and S_ij = y_a,i . y_b,j, the NUMBER of labels the two items share (not a 0/1
+    overlap; the two agree only on single-label data). i = j is included.
+    """
+    norms = a.norm(dim=1)[:, None] * b.norm(dim=1)[None, :]
+    theta = 0.5 * (a @ b.T) / norms.clamp_min(1e-6)
+    s = ya.to(theta.dtype) @ yb.to(theta.dtype).T
     loss = F.softplus(theta) - s * theta
     if row_mask is None and col_mask is None:
         return loss.mean()
