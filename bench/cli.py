@@ -16,8 +16,21 @@ def results_root(value: str | None) -> Path:
     return Path(value or os.environ.get("BENCH_RESULTS", "results"))
 
 
+def summary_line(cmd: click.Command) -> str:
+    """A command's whole one-line summary (click would cut it at 45 characters)."""
+    return (cmd.short_help or (cmd.help or "").strip().split("\n")[0]).strip()
+
+
 class Group(click.Group):
     """Turns user errors (BenchError) into one line on stderr and exit code 2."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, each with its whole first docstring line."""
+        rows = [(name, summary_line(cmd)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -49,8 +62,20 @@ results_option = click.option("--results", "results", default=None, metavar="DIR
                               help="results folder (default $BENCH_RESULTS or ./results)")
 
 
+def selection_options(f):
+    """Overrides (KEY=VALUE arguments), --method / --dataset filters and --multirun."""
+    f = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(f)
+    f = click.option("--method", "-s", "methods", multiple=True, metavar="PATTERN",
+                     help="run only methods whose name or label matches (wildcards; repeatable)")(f)
+    f = click.option("--dataset", "-d", "datasets", multiple=True, metavar="PATTERN",
+                     help="run only datasets whose name or label matches (wildcards; repeatable)")(f)
+    return click.option("--multirun", "-m", is_flag=True,
+                        help="comma-separated override values sweep (a grid for method parameters)")(f)
+
+
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
+@selection_options
 @results_option
 @click.option("--force", is_flag=True, help="rerun runs that already finished")
 @click.option("--dry-run", is_flag=True, help="list the runs (and whether each is done) without running")
@@ -59,27 +84,24 @@ results_option = click.option("--results", "results", default=None, metavar="DIR
               help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
 @click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")
 @threads_option
-def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device: str | None,
+def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
+        multirun: bool, results: str | None, force: bool, dry_run: bool, device: str | None,
         tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
-    """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable."""
+    """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable.
+
+    KEY=VALUE arguments override the file (seeds=[0] methods.pgnn_con.epochs=5
+    datasets.synthetic.n=500); see "Command-line overrides" in the README.
+    """
     set_threads(threads)
     from bench.progress import interactive
     from bench.runner import Runner
     from bench.sweep import load_sweep
 
     root = results_root(results)
-    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache")
+    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
+                       multirun=multirun, only_methods=methods, only_datasets=datasets)
     if dry_run:
-        runner = Runner(sweep, root, force=force)
-        todo = {s.key for s in runner.pending()}
-        for label, reason in sweep.skipped.items():
-            click.echo(f"skipped dataset {label}: {reason}")
-        for spec in sweep.specs:
-            if spec.dataset_label in sweep.skipped:
-                continue
-            state = "todo" if spec.key in todo else "done"
-            click.echo(f"{state}  {spec.key}  {spec.describe()}")
-        click.echo(f"{len(todo)} of {len(sweep.specs)} runs to do (device {sweep.device}); nothing was run")
+        dry_run_listing(sweep, Runner(sweep, root, force=force))
         return
     from filelock import FileLock, Timeout
 
@@ -101,7 +123,14 @@ def run(sweep_file: str, results: str | None, force: bool, dry_run: bool, device
             if stale:
                 click.echo(f"marked {stale} MLflow run(s) left running by an interrupted invocation as KILLED")
         runner = Runner(sweep, root, tracker=tracker, force=force, show_progress=interactive(), echo=click.echo)
-        summary = runner.run()
+        try:
+            summary = runner.run()
+        except KeyboardInterrupt:
+            done = runner.summary
+            click.echo(f"\ninterrupted: {done.ok + done.failed} run(s) of this invocation were recorded "
+                       f"({done.ok} ok, {done.failed} failed) in {out / 'runs'}; the run in progress was not "
+                       f"recorded and will be redone; rerun the same command to resume", err=True)
+            sys.exit(130)
     finally:
         lock.release()
     ran = summary.ok + summary.failed
@@ -155,8 +184,35 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, 
         click.echo(text, nl=False)
 
 
+def dry_run_listing(sweep, runner) -> None:
+    """Print each run's state (todo, retry, done, skipped and why) with its resolved parameters."""
+    from bench.records import read_record, record_path
+
+    counts = {"todo": 0, "retry": 0, "done": 0, "skip": 0}
+    for spec in sweep.specs:
+        params = " ".join(f"{k}={v}" for k, v in spec.params.items())
+        if spec.dataset_label in sweep.skipped:
+            state, why = "skip", f"  (dataset {spec.dataset_label}: {sweep.skipped[spec.dataset_label]})"
+        else:
+            rec = read_record(record_path(runner.results, sweep.name, spec.key))
+            if rec is not None and rec.get("status") == "ok" and not runner.force:
+                state, why = "done", ""
+            elif rec is not None and rec.get("status") != "ok":
+                state, why = "retry", f"  (failed before: {str(rec.get('reason', ''))[:120]})"
+            else:
+                state, why = "todo", "  (--force)" if rec is not None else ""
+        counts[state] += 1
+        click.echo(f"{state:5s} {spec.key}  {spec.describe()}{why}")
+        if state != "skip":
+            click.echo(f"      params: {params}")
+    click.echo(f"{counts['todo'] + counts['retry']} of {len(sweep.specs)} runs to do ({counts['retry']} retried "
+               f"after failing), {counts['done']} done, {counts['skip']} skipped (device {sweep.device}); "
+               "nothing was run")
+
+
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
+@selection_options
 @results_option
 @click.option("--trials", default=20, show_default=True, help="trials to add to each study")
 @click.option("--timeout", default=None, type=float, help="stop each study after this many seconds")
@@ -164,7 +220,8 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, digits: int, 
               help="Optuna storage URL for many machines (default: a journal file under the results)")
 @click.option("--device", default=None, help="override the sweep's device")
 @threads_option
-def tune(sweep_file: str, results: str | None, trials: int, timeout: float | None, storage: str | None,
+def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
+         multirun: bool, results: str | None, trials: int, timeout: float | None, storage: str | None,
          device: str | None, threads: int | None) -> None:
     """Optuna studies on the VALIDATION split, one per (dataset, method) of SWEEP_FILE.
 
@@ -178,7 +235,8 @@ def tune(sweep_file: str, results: str | None, trials: int, timeout: float | Non
         raise BenchError("--trials must be at least 1")
     set_threads(threads)
     root = results_root(results)
-    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache")
+    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
+                       multirun=multirun, only_methods=methods, only_datasets=datasets)
     run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
              show_progress=interactive())
 
@@ -186,9 +244,18 @@ def tune(sweep_file: str, results: str | None, trials: int, timeout: float | Non
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "datasets"]))
 @click.argument("pattern", required=False, default="*")
-def list_(what: str, pattern: str) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="every parameter of each match (as `bench info`)")
+def list_(what: str, pattern: str, verbose: bool) -> None:
     """List registered methods (with what each variant fixes) or datasets; PATTERN is a wildcard."""
     from bench.registry import dataset_classes, match, method_entries
+
+    if verbose:
+        from bench.info import info as describe
+
+        names = match(list(method_entries() if what == "methods" else dataset_classes()), pattern)
+        for i, name in enumerate(names):
+            click.echo("\n".join(([""] if i else []) + describe(name)))
+        return
 
     if what == "methods":
         entries = method_entries()
@@ -200,6 +267,16 @@ def list_(what: str, pattern: str) -> None:
         classes = dataset_classes()
         for name in match(list(classes), pattern):
             click.echo(f"{name:28s} {classes[name].description}")
+
+
+@main.command()
+@click.argument("name")
+def info(name: str) -> None:
+    """Every parameter of a method (or dataset): type, default, range, help, presets, search space."""
+    from bench.info import info as describe
+
+    for line in describe(name):
+        click.echo(line)
 
 
 @main.command()

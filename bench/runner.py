@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -130,8 +131,13 @@ def _finite(name: str, arr: Any) -> np.ndarray:
 def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.device, *,
             on_log: Callable[[int, dict[str, float]], None] | None = None,
             on_report: Callable[[int, float], None] | None = None,
-            show_progress: bool = False, evaluate_test: bool = True) -> dict[str, Any]:
-    """Fit one spec and evaluate it; returns the result fields of its record (raises on failure)."""
+            show_progress: bool = False, evaluate_test: bool = True,
+            epoch_echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit one spec and evaluate it; returns the result fields of its record (raises on failure).
+
+    `epoch_echo`, when given, receives one progress line per reported epoch (for logs, where
+    no progress bar is shown).
+    """
     from bench.metrics import retrieval_metrics
 
     entry = get_method(spec.method)
@@ -143,6 +149,8 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
         ctx.on_log.append(on_log)
     if on_report:
         ctx.on_report.append(on_report)
+    if epoch_echo:
+        ctx.on_report.append(epoch_lines(spec, ctx, epoch_echo))
     probe: list[dict[str, float]] = []
     if spec.test_selected and evaluate_test:
         ctx.on_report.append(lambda epoch, _val: probe.append({"epoch": epoch, **_test_maps(method, data, split,
@@ -181,6 +189,31 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
     if device.type == "cuda":
         out["memory"]["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+def epoch_lines(spec: RunSpec, ctx: FitContext, echo: Callable[[str], None],
+                every_s: float | None = None) -> Callable[[int, float], None]:
+    """A report hook printing one line per epoch (at most one per `every_s` seconds, from
+    $BENCH_PROGRESS_EVERY, default every epoch): epoch, validation mAP, best so far, losses."""
+    if every_s is None:
+        try:
+            every_s = float(os.environ.get("BENCH_PROGRESS_EVERY", "0"))
+        except ValueError:
+            every_s = 0.0
+    t0 = time.monotonic()
+    last = [-math.inf]
+
+    def hook(epoch: int, val_map: float) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return
+        last[0] = now
+        row = next((r for r in reversed(ctx.history) if r.get("step") == epoch), {})
+        losses = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "val_map"))
+        best = f" (best {ctx.best_val_map:.4f} @ {ctx.best_epoch})" if ctx.best_val_map is not None else ""
+        echo(f"  epoch {epoch} {spec.describe()}: val mAP {val_map:.4f}{best}"
+             + (f" {losses}" if losses else "") + f" [{now - t0:.1f}s]")
+    return hook
 
 
 def _test_maps(method: Any, data: CrossModalData, split: Split, device: torch.device) -> dict[str, float]:
@@ -237,6 +270,7 @@ class Runner:
         self._data_key: str | None = None
         self._position = {s.key: i for i, s in enumerate(sweep.specs)}
         self._environment: dict[str, Any] | None = None
+        self.summary = SweepSummary(total=len(sweep.specs))  # what this invocation has done so far
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -273,7 +307,7 @@ class Runner:
         """Run every pending spec; returns the summary."""
         from bench.progress import progress
 
-        summary = SweepSummary(total=len(self.sweep.specs), skipped_datasets=dict(self.sweep.skipped))
+        summary = self.summary = SweepSummary(total=len(self.sweep.specs), skipped_datasets=dict(self.sweep.skipped))
         for label, reason in self.sweep.skipped.items():
             self.echo(f"skipped dataset {label}: {reason}")
         todo = self.pending()
@@ -339,6 +373,7 @@ class Runner:
             base["mlflow_run_id"] = run_id
             base["data"] = {**data.summary(), "fingerprint": data.fingerprint()}
             result = execute(spec, data, split, self.device, show_progress=self.show_progress,
+                             epoch_echo=None if self.show_progress else self.echo,
                              on_log=lambda step, m: self.tracker.log_metrics(run_id, m, step))
             self.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in scalar_metrics(result["metrics"]).items()})
             if result.get("val_map") is not None:

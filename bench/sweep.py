@@ -159,15 +159,22 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{at}: invalid YAML: {problem}") from None
 
 
-def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | str = Path("results/cache")
-               ) -> Sweep:
+def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | str = Path("results/cache"),
+               overrides: list[str] | tuple[str, ...] = (), multirun: bool = False,
+               only_methods: tuple[str, ...] = (), only_datasets: tuple[str, ...] = ()) -> Sweep:
     """Parse and validate a sweep file into resolved run specs.
 
     `cache_root` is where dataset plugins keep prepared files (`<cache_root>/<dataset>`); it is
-    consulted to decide which `optional` datasets are unavailable and skipped.
+    consulted to decide which `optional` datasets are unavailable and skipped. `overrides` are
+    command-line `key=value` tokens (see `bench.overrides`); `only_methods` / `only_datasets` are
+    wildcard filters that keep a subset of the runs.
     """
+    from bench import overrides as O
+
     path = Path(path)
     raw = read_yaml(path)
+    parsed = [O.parse(token, multirun) for token in overrides]
+    raw = O.apply(raw, parsed, TOP_KEYS, DATASET_KEYS, METHOD_KEYS)
     at = _Where(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep file must be a mapping with 'datasets' and 'methods' keys")
@@ -285,6 +292,17 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
         dup = next(n for n in names if names.count(n) > 1)
         raise ConfigError(f"{at('methods')}: two entries are both labelled '{dup[1]}' on dataset '{dup[0]}'; "
                           "give each a distinct 'label' so the report can tell them apart")
+    if only_methods or only_datasets:
+        chosen = O.select(specs, tuple(only_methods), tuple(only_datasets))
+        if not chosen:
+            what = " and ".join(f"--{k} {' '.join(v)}" for k, v in (("method", only_methods),
+                                                                     ("dataset", only_datasets)) if v)
+            avail_m = ", ".join(dict.fromkeys(s.method_label for s in specs))
+            avail_d = ", ".join(dict.fromkeys(s.dataset_label for s in specs))
+            raise ConfigError(f"{path}: {what} selects no run; methods: {avail_m}; datasets: {avail_d}")
+        specs = chosen
+        labels = {s.dataset_label for s in specs}
+        skipped = {k: v for k, v in skipped.items() if k in labels}
     return Sweep(name=name, path=path, device=dev, specs=specs, description=str(raw.get("description", "")),
                  skipped=skipped)
 

@@ -94,7 +94,8 @@ def test_a_dry_run_lists_every_run_and_writes_nothing(tmp_path, counting):
     results = tmp_path / "results"
     result = _invoke("run", str(_good_sweep(tmp_path)), "--results", str(results), "--dry-run")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.output.splitlines()[:-1]] == ["todo", "todo"]
+    runs = [line for line in result.output.splitlines()[:-1] if not line.startswith(" ")]  # not the params lines
+    assert [line.split()[0] for line in runs] == ["todo", "todo"]
     assert result.output.splitlines()[-1].startswith("2 of 2 runs to do")
     assert not results.exists()
     assert counting.fits == []
@@ -105,7 +106,8 @@ def test_a_dry_run_after_a_run_marks_the_runs_done(tmp_path, counting):
     path = _good_sweep(tmp_path)
     _invoke("run", str(path), "--results", str(results), "--no-mlflow")
     result = _invoke("run", str(path), "--results", str(results), "--dry-run")
-    assert [line.split()[0] for line in result.output.splitlines()[:-1]] == ["done", "done"]
+    runs = [line for line in result.output.splitlines()[:-1] if not line.startswith(" ")]  # not the params lines
+    assert [line.split()[0] for line in runs] == ["done", "done"]
     assert result.output.splitlines()[-1].startswith("0 of 2 runs to do")
 
 
