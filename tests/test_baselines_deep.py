@@ -283,3 +283,20 @@ def test_released_defaults_and_search_space(name):
         assert cls.presets["nuswide"] == {"epochs": 40, "batch": 1024}
         assert cls.presets["mscoco"] == {"epochs": 50, "batch": 1024}
         assert (p.t, p.gamma, p.nll_weight, p.ss_weight, p.b_lr_factor) == (0.4, 0.5, 0.2, 0.5, 100.0)
+
+
+def test_algcn_label_input_learnable_or_given_frozen(tiny):
+    from dataclasses import replace
+
+    from bench.errors import ConfigError
+
+    train = tiny[0]
+    learn = _make("algcn").build(train, FitContext())
+    assert isinstance(learn.h0, torch.nn.Parameter) and learn.h0.shape == (train.num_labels, 8)
+    h0 = learn.h0.detach()
+    assert 0 <= float(h0.min()) and float(h0.max()) <= 1  # U(0, 1)
+    given = _make("algcn", label_input="given").build(train, FitContext())
+    assert "h0" not in dict(given.named_parameters())  # frozen
+    np.testing.assert_array_equal(given.h0.numpy(), train.label_embeddings)
+    with pytest.raises(ConfigError, match="label_input"):
+        _make("algcn", label_input="given").build(replace(train, label_embeddings=None), FitContext())
