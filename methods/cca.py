@@ -18,18 +18,14 @@ from bench.method import FitContext, Method
 from bench.params import spec
 from bench.registry import register_method
 
+from .common.cca_math import fit_linear_cca
+
 
 @dataclass
 class CCAParams:
     dim: int = spec(64, help="number of canonical directions kept", low=1)
     reg: float = spec(1e-2, help="ridge on each covariance, relative to its mean variance", low=0.0)
     power: float = spec(1.0, help="scale the canonical variates by correlation**power", low=0.0)
-
-
-def _inv_sqrt(c: torch.Tensor) -> torch.Tensor:
-    """C^{-1/2} of a symmetric positive definite matrix."""
-    vals, vecs = torch.linalg.eigh(c)
-    return (vecs * vals.clamp_min(1e-12).rsqrt()) @ vecs.T
 
 
 @register_method
@@ -48,21 +44,13 @@ class CCA(Method):
         dev = ctx.device if ctx.device.type != "mps" else torch.device("cpu")  # float64 eigh
         x = torch.as_tensor(train.image, dtype=torch.float64, device=dev)
         y = torch.as_tensor(train.text, dtype=torch.float64, device=dev)
-        self.mx, self.my = x.mean(0), y.mean(0)
-        x, y = x - self.mx, y - self.my
-        n = x.shape[0]
-        cxx, cyy, cxy = x.T @ x / n, y.T @ y / n, x.T @ y / n
-        r = self.params.reg
-        cxx += r * (cxx.trace() / cxx.shape[0] + 1e-12) * torch.eye(cxx.shape[0], dtype=x.dtype, device=dev)
-        cyy += r * (cyy.trace() / cyy.shape[0] + 1e-12) * torch.eye(cyy.shape[0], dtype=y.dtype, device=dev)
-        wx, wy = _inv_sqrt(cxx), _inv_sqrt(cyy)
-        u, s, vh = torch.linalg.svd(wx @ cxy @ wy)
-        k = min(self.params.dim, s.shape[0])
-        scale = s[:k].clamp_min(1e-12) ** self.params.power
-        self.a = (wx @ u[:, :k]) * scale
-        self.b = (wy @ vh[:k].T) * scale
-        self.correlations = s[:k].cpu().numpy()
-        ctx.log(0, top_correlation=float(s[0]), mean_correlation=float(s[:k].mean()))
+        fitted = fit_linear_cca(x, y, self.params.dim, self.params.reg)
+        s = fitted.correlations
+        scale = s.clamp_min(1e-12) ** self.params.power
+        self.mx, self.my = fitted.mean_x, fitted.mean_y
+        self.a, self.b = fitted.a * scale, fitted.b * scale
+        self.correlations = s.cpu().numpy()
+        ctx.log(0, top_correlation=float(s[0]), mean_correlation=float(s.mean()))
 
     def encode(self, image=None, text=None):
         def proj(v, mean, w):
