@@ -115,11 +115,16 @@ def test_training_raises_the_correlation_of_the_outputs(synthetic_split):
     assert losses[-1] < losses[0] - 0.1, losses
 
 
-def test_linear_cca_on_top_whitens_the_selected_networks_training_outputs(synthetic_split):
-    """Fitted on the outputs of the network that encodes: cov (1/(m-1)) + 1e-4 A'A = I."""
+def test_linear_cca_on_top_whitens_the_selected_networks_training_outputs(synthetic_split, monkeypatch):
+    """Fitted on the outputs of the network that encodes: cov (1/(m-1)) + 1e-4 A'A = I. Validation
+    is rigged so that epoch 1 of 3 is selected (the release fits on the last epoch's outputs)."""
     train, val = synthetic_split
-    m = _dcca_method(epochs=2)
-    m.fit(train, val, FitContext())
+    scores = iter([0.9, 0.5, 0.1])
+    monkeypatch.setattr(_dcca, "validation_map", lambda *args, **kwargs: next(scores))
+    m = _dcca_method(epochs=3)
+    ctx = FitContext()
+    m.fit(train, val, ctx)
+    assert ctx.best_epoch == 1 and len(ctx.history) == 3
     img, txt = m.encode(image=train.image, text=train.text)
     a, b = m.cca.a.numpy(), m.cca.b.numpy()
     np.testing.assert_allclose(np.cov(img.astype(np.float64), rowvar=False) + 1e-4 * a.T @ a, np.eye(4), atol=1e-4)
