@@ -20,7 +20,7 @@ et al.'s regularisation): tests/test_baselines_shallow.py checks this against cc
 
 Memory is O(rank^2 + chunk x rank): the features are never stored, only their sums are
 accumulated over row chunks (benchmarks/kcca_memory.py: 20k rows, 4096-d image, 1386-d text,
-rank 1024 add about 0.3 GiB of peak memory on top of the data).
+rank 1024 add 0.3 to 0.4 GiB of peak memory on top of the data; rank 2048, 0.6 GiB).
 Incomplete-modal data: no unpaired learning; the harness's `missing_policy` applies (drop the
 incomplete rows, or keep their zero-filled features as pairs).
 There is no released code to follow (nor a per-dataset setting): this is textbook KCCA.
