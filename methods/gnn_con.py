@@ -16,24 +16,38 @@ Model (one screen):
   behind gradient reversal, so a single Adam step trains both sides of the game.
   `dagnn`: alpha = 1, con_weight = 0, nll_weight = 0.2 (DSCMR pairwise loss), beta = 0.2.
 
-Incomplete-modal training (`supports_missing`), our choices where the paper is silent:
-  - stage 1: an absent modality's rows are not encoded at all (so BatchNorm statistics come
-    from present rows only) and every term skips them: L_cla per modality over its present
-    rows; cross-modal contrastive / NLL pairs need the anchor's modality present in row i and
-    the other modality present in row j (not necessarily the same item); intra-modal pairs
-    need the modality in both rows; GAN real terms use present rows, fake terms rows whose
-    source modality is present.
-  - stage 2 (SGD, lr2, `stage2_epochs`): at the start of each stage-2 epoch the missing
-    features are filled with decoder(encoder(present modality)) computed in eval mode without
-    gradient; filled rows then count as present in every term except the GAN "real" terms
-    (which only ever see true features). Batches mix paired : image-only : text-only rows
-    1 : 2 : 2 (renormalised over the groups that exist). Stage-2 epochs are numbered after
-    stage 1; if no stage-2 epoch beats stage 1 on validation, the stage-1 weights are kept.
+Incomplete-modal training (`supports_missing`). Defaults follow the release; each of our
+earlier choices stays available as a parameter:
+  - stage 1 (`absent_rows`): `zero_filled` (default, as released and as METHOD.md says) trains
+    on the missing features zero-filled, every row treated as if both modalities were present
+    (zero rows enter BatchNorm statistics, L_cla, the contrastive terms and the GAN's real
+    terms). `masked` (ours) encodes only present rows and every term skips absent ones: L_cla
+    per modality over its present rows; cross-modal contrastive / NLL pairs need the anchor's
+    modality in row i and the other modality in row j; intra-modal pairs need it in both;
+    GAN real terms use present rows, fake terms rows whose source modality is present. It is
+    defensible because a zero vector is not a feature: treating it as one teaches the encoders
+    and the discriminators about an input that never occurs at test time.
+  - stage 2 (SGD, lr2, `stage2_epochs`, default 40 as released): batches mix paired :
+    image-only : text-only rows 1 : 2 : 2 (renormalised over the groups that exist).
+    `stage2_recon: per_batch` (default, as released) fills each missing feature per batch with
+    decoder(encoder(present modality)) in train mode (BatchNorm on that group's rows, running
+    statistics updated), without gradient; `per_epoch` (ours) fills every missing feature once
+    at the start of each stage-2 epoch in eval mode, so a batch sees reconstructions from one
+    fixed model and BatchNorm statistics are not disturbed by the filling pass.
+    `recon_as_real: true` (default, as released) lets reconstructed rows into the GAN's "real"
+    terms; `false` (ours) keeps them out, so the discriminators only ever call true features
+    real. Stage-2 epochs are numbered after stage 1; if no stage-2 epoch beats stage 1 on
+    validation, the stage-1 weights are kept.
+  - our earlier behaviour in full: absent_rows=masked, stage2_recon=per_epoch,
+    recon_as_real=false, stage2_epochs=10.
   - `reconstruct: false` (`no_recon`) runs the same stage 2 without filling (rows stay
-    missing, i.e. zero-filled and skipped). Without decoders (`gan: false`) there is nothing to
+    zero-filled, treated per `absent_rows`). Without decoders (`gan: false`) there is nothing to
     reconstruct with, so it behaves like `reconstruct: false`.
   - complete training data: stage 2 is skipped.
-Deviation from the release: best epoch chosen on the validation split, not on test.
+Deviations from the release: best epoch chosen on the validation split, not on test; stage 2
+uses its loss weights in the intended order (the released main.py passes them shuffled);
+soft positives (Jaccard) are the default as the paper describes (`positives: binary` is what
+the release computes).
 """
 
 from __future__ import annotations
@@ -52,7 +66,14 @@ from bench.method import FitContext, Method, Variant, run_epochs, validation_map
 from bench.params import spec
 from bench.registry import register_method
 
-from .common.graphs import cooccurrence, cosine_matrix, iterative_adjacency, probabilistic_adjacency, threshold
+from .common.graphs import (
+    cooccurrence,
+    cosine_matrix,
+    iterative_adjacency,
+    probabilistic_adjacency,
+    probabilistic_graph,
+    threshold,
+)
 from .common.layers import LabelGNN, decoder, discriminator, encoder
 from .common.losses import adversarial_loss, classification_loss, cosine_prediction, dscmr_nll, multilabel_contrastive
 
@@ -79,7 +100,8 @@ class GNNConParams:
     conv: Literal["gcn", "gat"] = spec("gcn", help="graph layer: graph convolution or graph attention")
     layer_agg: bool = spec(True, help="aggregate all GNN layers (multi-hop); false = last layer only")
     label_input: Literal["auto", "given", "onehot", "random"] = spec(
-        "auto", help="GNN input H0: dataset label embeddings (auto: when present, else random), one-hot, random")
+        "auto", help="GNN input H0: dataset label embeddings (auto: when present, else random), one-hot, "
+        "random (U(0,1), learnable, as released)")
     label_dim: int = spec(300, help="dimension of random label embeddings", low=1)
     positives: Literal["soft", "binary"] = spec(
         "soft", help="contrastive positives: soft (graded label similarity) or binary (share a label)")
@@ -90,8 +112,14 @@ class GNNConParams:
     nll_weight: float = spec(0.0, help="weight of DSCMR's pairwise NLL loss (DAGNN)", low=0.0)
     gan: bool = spec(True, help="dual adversarial networks (decoders + discriminators)")
     reconstruct: bool = spec(True, help="incomplete data: fill missing features from the decoders in stage 2")
+    absent_rows: Literal["zero_filled", "masked"] = spec(
+        "zero_filled", help="incomplete data: train on zero-filled absent rows as if present (release), or skip "
+        "them in every term (masked)")
+    stage2_recon: Literal["per_batch", "per_epoch"] = spec(
+        "per_batch", help="stage-2 reconstruction: per batch in train mode (release) or once per epoch in eval mode")
+    recon_as_real: bool = spec(True, help="stage 2: reconstructed rows count in the GAN's real terms (release)")
     lr2: float = spec(1e-7, help="stage-2 (incomplete data) SGD learning rate", low=0.0)
-    stage2_epochs: int = spec(10, help="stage-2 epochs (incomplete training data only)", low=0)
+    stage2_epochs: int = spec(40, help="stage-2 epochs (incomplete training data only; release 40)", low=0)
     patience: int | None = spec(None, help="early stopping after this many epochs without improvement")
 
 
@@ -129,7 +157,7 @@ class GNNConModel(nn.Module):
     """Encoders, label classifiers (GNN or plain) and the optional dual adversarial networks."""
 
     def __init__(self, p: GNNConParams, d_img: int, d_txt: int, h0: torch.Tensor,
-                 adj: torch.Tensor | None) -> None:
+                 adj: torch.Tensor | None, learn_h0: bool = False) -> None:
         super().__init__()
         self.graph, self.t, self.D, self.dims = p.graph, p.t, p.D, (d_img, d_txt)
         self.enc_img, self.enc_txt = encoder(d_img, p.D), encoder(d_txt, p.D)
@@ -139,8 +167,11 @@ class GNNConModel(nn.Module):
         else:
             self.gnn = LabelGNN(e, p.D, p.layers, p.conv, p.layer_agg)
             if p.graph == "probabilistic":
-                self.register_buffer("h0", h0.clone())
-                self.register_buffer("adj", adj.clone())
+                if learn_h0:  # the release's fallback input (no label embeddings) is learnable
+                    self.h0 = nn.Parameter(h0.clone())
+                else:
+                    self.register_buffer("h0", h0.clone())
+                self.register_buffer("adj", adj.clone())  # Â for the GCN, the raw 0.5 A + I for the GAT
             else:
                 self.h0 = nn.Parameter(h0.clone())
                 self.register_buffer("a0", threshold(cosine_matrix(h0), p.t))
@@ -223,7 +254,9 @@ class GNNCon(Method):
 
     # --- setup -------------------------------------------------------------------------------
 
-    def _label_input(self, train: CrossModalData, seed: int) -> np.ndarray:
+    def _label_input(self, train: CrossModalData, seed: int) -> tuple[np.ndarray, bool]:
+        """(H0, learnable): given embeddings and one-hot rows are fixed; random rows are
+        U(0, 1) and learnable, as the release's fallback (I-GNN learns H0 whatever it is)."""
         mode, emb = self.params.label_input, train.label_embeddings
         if mode == "auto":
             mode = "given" if emb is not None else "random"
@@ -231,27 +264,29 @@ class GNNCon(Method):
             if emb is None:
                 raise ConfigError(f"{self.name}.label_input: 'given' but dataset '{train.name}' has no label "
                                   "embeddings; use auto, onehot or random")
-            return np.asarray(emb, dtype=np.float32)
+            return np.asarray(emb, dtype=np.float32), False
         if mode == "onehot":
-            return np.eye(train.num_labels, dtype=np.float32)
+            return np.eye(train.num_labels, dtype=np.float32), False
         rng = np.random.default_rng(seed)
-        return rng.normal(size=(train.num_labels, self.params.label_dim)).astype(np.float32)
+        return rng.random(size=(train.num_labels, self.params.label_dim)).astype(np.float32), True
 
     def _adjacency(self, train: CrossModalData) -> torch.Tensor:
         if "adj" in train.extras and "nums" in train.extras:
             cooc, nums = np.asarray(train.extras["adj"]), np.asarray(train.extras["nums"])
         else:
             cooc, nums = cooccurrence(train.labels)
+        if self.params.conv == "gat":  # the release's GAT masks attention with the raw graph
+            return probabilistic_graph(cooc, nums, self.params.t)
         return probabilistic_adjacency(cooc, nums, self.params.t)
 
     def build(self, train: CrossModalData, ctx: FitContext) -> GNNConModel:
         """The untrained model for `train`'s shapes, initialised from the run seed."""
         p = self.params
-        h0 = torch.as_tensor(self._label_input(train, ctx.seed))
+        h0, learn_h0 = self._label_input(train, ctx.seed)
         adj = self._adjacency(train) if p.graph == "probabilistic" else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
-            model = GNNConModel(p, train.image.shape[1], train.text.shape[1], h0, adj)
+            model = GNNConModel(p, train.image.shape[1], train.text.shape[1], torch.as_tensor(h0), adj, learn_h0)
         self.model = model.to(ctx.device)
         self.device = ctx.device
         return self.model
@@ -282,15 +317,39 @@ class GNNCon(Method):
             gan = u.new_zeros(())
             im_real, tm_real = im_real & (im_real.sum() >= 2), tm_real & (tm_real.sum() >= 2)
             if bool(im_real.any()) and bool(tm.any()):
-                gan = gan + adversarial_loss(m.disc_img(x[im_real]), m.disc_img(m.dec_txt2img(v[tm])))
-            if bool(tm_real.any()) and bool(im.any()):
-                gan = gan + adversarial_loss(m.disc_txt(t[tm_real]), m.disc_txt(m.dec_img2txt(u[im])))
+                gan = gan + adversarial_loss(m.disc_img(x[im_real]), m.disc_img(m.dec_txt2img(v[tm])), real_class=1)
+            if bool(tm_real.any()) and bool(im.any()):  # classes are modalities (image 1, text 0), as released
+                gan = gan + adversarial_loss(m.disc_txt(t[tm_real]), m.disc_txt(m.dec_img2txt(u[im])), real_class=0)
             out["gan"] = gan
             total = total + p.beta * gan
         out["loss"] = total
         return out
 
     # --- training ----------------------------------------------------------------------------
+
+    def batch_inputs(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor, stage: int = 1,
+                     prefilled: bool = False) -> tuple[torch.Tensor, ...]:
+        """(x, t, im_present, tm_present, im_real, tm_real) for `batch_losses` from one batch's
+        zero-filled features and true presence masks im / tm.
+
+        Stage 2 with reconstruction fills each missing feature from the present modality
+        (per batch in train mode here, unless `prefilled` says the caller filled x, t already).
+        `absent_rows` decides whether rows without a (true or filled) feature count as present;
+        `recon_as_real` whether filled rows count as real for the discriminators.
+        """
+        p = self.params
+        recon = stage == 2 and p.reconstruct and self.model.gan
+        fill_i = (~im & tm) if recon else torch.zeros_like(im)
+        fill_t = (im & ~tm) if recon else torch.zeros_like(tm)
+        if recon and not prefilled:
+            x, t = self._reconstruct(x, t, im, tm, train_mode=True)
+        if p.absent_rows == "zero_filled":
+            pres_i, pres_t = torch.ones_like(im), torch.ones_like(tm)
+        else:
+            pres_i, pres_t = im | fill_i, tm | fill_t
+        if p.recon_as_real:
+            return x, t, pres_i, pres_t, pres_i, pres_t
+        return x, t, pres_i, pres_t, pres_i & ~fill_i, pres_t & ~fill_t
 
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         p, dev = self.params, ctx.device
@@ -302,15 +361,19 @@ class GNNCon(Method):
         full = torch.ones(n, dtype=torch.bool, device=dev)
         im = full if train.image_present is None else torch.as_tensor(train.image_present, device=dev)
         tm = full if train.text_present is None else torch.as_tensor(train.text_present, device=dev)
+        if not train.is_complete:  # absent rows are zero-filled whatever the data held there
+            x = x.masked_fill(~im[:, None], 0.0)
+            t = t.masked_fill(~tm[:, None], 0.0)
         gen = ctx.generator()
 
         def run(batches: list[torch.Tensor], opt: torch.optim.Optimizer, xs: torch.Tensor, ts: torch.Tensor,
-                ims: torch.Tensor, tms: torch.Tensor) -> dict[str, float]:
+                stage: int, prefilled: bool = False) -> dict[str, float]:
             sums: dict[str, torch.Tensor] = {}
             for idx in batches:
                 if idx.numel() < 2:
                     continue
-                parts = self.batch_losses(xs[idx], ts[idx], y[idx], ims[idx], tms[idx], im[idx], tm[idx])
+                inputs = self.batch_inputs(xs[idx], ts[idx], im[idx], tm[idx], stage, prefilled)
+                parts = self.batch_losses(inputs[0], inputs[1], y[idx], *inputs[2:])
                 opt.zero_grad(set_to_none=True)
                 parts["loss"].backward()
                 opt.step()
@@ -322,7 +385,7 @@ class GNNCon(Method):
 
         def stage1(epoch: int) -> dict[str, float]:
             perm = torch.randperm(n, generator=gen).to(dev)
-            return run(list(perm.split(p.batch)), opt, x, t, im, tm)
+            return run(list(perm.split(p.batch)), opt, x, t, stage=1)
 
         validate = lambda: validation_map(self, val, device=dev)
         first = run_epochs(ctx, model, stage1, validate, p.epochs, p.patience)
@@ -334,20 +397,19 @@ class GNNCon(Method):
         """Incomplete-modal stage 2: reconstruct missing features, mixed 1:2:2 batches, SGD lr2."""
         p, model = self.params, self.model
         kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        recon = p.reconstruct and model.gan
+        per_epoch = p.reconstruct and model.gan and p.stage2_recon == "per_epoch"
         groups = [(im & tm).nonzero().squeeze(1), (im & ~tm).nonzero().squeeze(1), (~im & tm).nonzero().squeeze(1)]
         steps = math.ceil(x.shape[0] / p.batch)
         opt = torch.optim.SGD(model.parameters(), lr=p.lr2)
-        full = torch.ones_like(im)
 
         def stage2(epoch: int) -> dict[str, float]:
             xs, ts = x, t
-            if recon:
+            if per_epoch:
                 xs, ts = self._reconstruct(x, t, im, tm)
-                model.train()
+            model.train()
             batches = mixed_batches(groups, [1.0, 2.0, 2.0], p.batch, steps, gen)
             batches = [b.to(x.device) for b in batches]
-            return run(batches, opt, xs, ts, full if recon else im, full if recon else tm)
+            return run(batches, opt, xs, ts, stage=2, prefilled=per_epoch)
 
         second = run_epochs(ctx, model, stage2, validate, p.stage2_epochs, p.patience, first_epoch=offset + 1)
         if not second.best_val_map > best_first:
@@ -355,16 +417,27 @@ class GNNCon(Method):
         model.eval()
 
     @torch.no_grad()
-    def _reconstruct(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copies of x, t whose missing rows hold the decoder output from the present modality."""
+    def _reconstruct(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor,
+                     train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of x, t whose missing rows hold decoder(encoder(present modality)), without gradient.
+
+        train_mode=False: eval mode (BatchNorm running statistics). train_mode=True (the
+        release's per-batch filling): each group of rows (image-only, then text-only) goes
+        through the encoder and decoder as one batch in train mode, so BatchNorm uses that
+        group's statistics and updates its running ones; a group of one row falls back to eval
+        mode (BatchNorm cannot train on a single row). The model's mode is restored afterwards.
+        """
         m = self.model
-        m.eval()
+        was_training = m.training
         x, t = x.clone(), t.clone()
-        for rows in (~im & tm).nonzero().squeeze(1).split(ENCODE_BATCH):
-            x[rows] = m.dec_txt2img(m.enc_txt(t[rows]))
-        for rows in (im & ~tm).nonzero().squeeze(1).split(ENCODE_BATCH):
-            t[rows] = m.dec_img2txt(m.enc_img(x[rows]))
+        jobs = ((t, x, im & ~tm, m.enc_img, m.dec_img2txt), (x, t, ~im & tm, m.enc_txt, m.dec_txt2img))
+        for target, source, rows, enc, dec in jobs:
+            for chunk in rows.nonzero().squeeze(1).split(ENCODE_BATCH):
+                mode = train_mode and chunk.numel() >= 2
+                enc.train(mode)
+                dec.train(mode)
+                target[chunk] = dec(enc(source[chunk])).to(target.dtype)
+        m.train(was_training)
         return x, t
 
     @torch.no_grad()

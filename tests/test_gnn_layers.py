@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -73,3 +75,46 @@ def test_label_gnn_aggregates_every_layer_or_returns_the_last():
     for conv in last.convs:
         hs = nn.functional.leaky_relu(conv(hs, adj), 0.2)
     assert torch.allclose(last(h, adj), hs)
+
+
+def _identity_bn(dim):
+    bn = nn.BatchNorm1d(dim).double().eval()
+    bn.running_var.fill_(1.0 - bn.eps)  # (x - 0) / sqrt(var + eps) = x
+    return bn
+
+
+def test_decoders_end_in_their_activation_as_released():
+    # BN (identity in eval mode) -> Linear I -> act -> Linear -I -> act on x = (1, 2):
+    # hidden = act(1, 2) = (1, 2); last Linear gives (-1, -2);
+    # ReLU (text -> image) ends at (0, 0), LeakyReLU(0.2) (image -> text) at (-0.2, -0.4).
+    # (Stopping at the last Linear would leave (-1, -2).)
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    for act, expect in ((nn.ReLU(), [0.0, 0.0]), (nn.LeakyReLU(0.2), [-0.2, -0.4])):
+        dec = Ly.decoder(2, 2, 2, act).double().eval()
+        dec[0] = _identity_bn(2)
+        with torch.no_grad():
+            dec[1].weight.copy_(torch.eye(2))
+            dec[1].bias.zero_()
+            dec[3].weight.copy_(-torch.eye(2))
+            dec[3].bias.zero_()
+        assert torch.allclose(dec(x), torch.tensor([expect], dtype=torch.float64), atol=1e-7)
+        open_ended = Ly.decoder(2, 2, 2, act, end_with_act=False).double()
+        assert len(open_ended) == len(dec) - 1
+
+
+def test_gat_label_gnn_applies_elu_after_each_layer():
+    # one GAT layer with W = -I and self-loops only: every node keeps its own W h = -h;
+    # h = (1, 2) -> (-1, -2) -> ELU = (e^-1 - 1, e^-2 - 1) (LeakyReLU would give (-0.2, -0.4)).
+    gnn = Ly.LabelGNN(2, 2, layers=1, conv="gat", layer_agg=False).double()
+    with torch.no_grad():
+        gnn.convs[0].lin.weight.copy_(-torch.eye(2))
+    h = torch.tensor([[1.0, 2.0], [0.5, 0.0]], dtype=torch.float64)
+    out = gnn(h, torch.eye(2, dtype=torch.float64))
+    expect = torch.tensor([[math.exp(-1) - 1, math.exp(-2) - 1], [math.exp(-0.5) - 1, 0.0]], dtype=torch.float64)
+    assert torch.allclose(out, expect, atol=1e-12)
+    # the GCN keeps LeakyReLU(0.2): W = -I, Â = I -> (-0.2, -0.4)
+    gcn = Ly.LabelGNN(2, 2, layers=1, conv="gcn", layer_agg=False).double()
+    with torch.no_grad():
+        gcn.convs[0].weight.copy_(-torch.eye(2))
+    assert torch.allclose(gcn(h[:1], torch.eye(1, dtype=torch.float64)),
+                          torch.tensor([[-0.2, -0.4]], dtype=torch.float64), atol=1e-12)

@@ -72,6 +72,34 @@ def test_iterative_adjacency_by_hand():
     assert not torch.allclose(got, other)
 
 
+def test_iterative_adjacency_thresholds_the_mean_of_the_k_graphs():
+    # H0 rows e1, (1,1), e2; t = 0.5; k = 2 re-weightings:
+    #   w1 = (1, 1): cos01 = cos12 = 1/sqrt2 = q, cos02 = 0;
+    #   w2 = (1, 3): rows (1,0), (1,3), (0,3): cos01 = 1/sqrt10 = r, cos12 = 3/sqrt10 = 3r, cos02 = 0.
+    # Mean first: S01 = (q + r)/2 = .5117 >= .5 kept, S12 = (q + 3r)/2 = .828 kept, diagonal 1.
+    # (Thresholding each graph first would give S01 = (q + 0)/2 = .354.)
+    # A0 = threshold(cos(H0), .5) = [[1, q, 0], [q, 1, q], [0, q, 1]]; A = (A0 + S)/2 (symmetric);
+    # row sums d0 = 1 + (q + s01)/2, d1 = 1 + (q + s01)/2 + (q + s12)/2; Â_01 = A_01 / sqrt(d0 d1).
+    h0 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    a0 = G.threshold(G.cosine_matrix(h0), 0.5)
+    w = torch.tensor([[1.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    q, r = 2 ** -0.5, 10 ** -0.5
+    s01, s12 = (q + r) / 2, (q + 3 * r) / 2
+    a01, a12 = (q + s01) / 2, (q + s12) / 2
+    d0, d1 = 1 + a01, 1 + a01 + a12
+    got = G.iterative_adjacency(h0, a0, w, 0.5)
+    assert got[0, 1].item() == pytest.approx(a01 / math.sqrt(d0 * d1), rel=1e-12)
+    assert got[1, 1].item() == pytest.approx(1 / d1, rel=1e-12)
+    assert got[0, 2].item() == 0.0
+
+
+def test_probabilistic_graph_is_the_raw_half_plus_identity_matrix():
+    # TINY as above: A' = 0.5 A + I = [[1, .5, .5], [0, 1, 0], [0, 0, 1]] before normalisation
+    cooc, nums = G.cooccurrence(TINY)
+    np.testing.assert_allclose(G.probabilistic_graph(cooc, nums, 0.4).numpy(),
+                               [[1, 0.5, 0.5], [0, 1, 0], [0, 0, 1]])
+
+
 def _tiny_data(**kw):
     rng = np.random.default_rng(0)
     y = (rng.random((40, 5)) < 0.4).astype(np.uint8)

@@ -54,19 +54,31 @@ def test_soft_contrastive_matches_hand_value():
         math.log(1 + E ** 1.06) - 2 / 3, rel=1e-6)
 
 
-def test_soft_contrastive_exclude_self_drops_diagonal_and_anchors_without_positives():
-    # items: a0 = e1, a1 = e2, a2 = e1; y = {0}, {1}, {0}. Excluding j = i:
-    # anchor 0: candidates {1, 2}, only 2 positive (P = 1), sims (0, 1): loss log(1 + e) - 1;
-    # anchor 1: no positive -> skipped; anchor 2: same as anchor 0. Mean = log(1 + e) - 1.
-    # With self included, anchor 0 has P = (1/2, 0, 1/2), sims (1, 0, 1): log(2e + 1) - 1.
-    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+def test_soft_contrastive_exclude_self_keeps_self_in_denominator_and_averages_over_all_rows():
+    # items: a0 = e1, a1 = e2, a2 = e1; y = {0}, {1}, {0}; tau = 1 -> sims row 0 = (1, 0, 1).
+    # Intra-modal (exclude_self): j = i leaves the POSITIVES only, the denominator keeps it:
+    # anchor 0: positive {2} (P = 1), denominator log(e + 1 + e): loss log(2e + 1) - 1;
+    # anchor 1: no positive left -> adds 0, still counted in the mean; anchor 2 = anchor 0.
+    # Mean over all 3 rows: 2 (log(2e + 1) - 1) / 3.
+    # (Dropping j = i from the denominator and skipping anchor 1 would give log(1 + e) - 1.)
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
     s = L.label_similarity(y, y)
-    assert L.soft_contrastive(a, a, s, 1.0, exclude_self=True).item() == pytest.approx(math.log(1 + E) - 1, rel=1e-6)
+    expect = 2 * (math.log(2 * E + 1) - 1) / 3
+    assert L.soft_contrastive(a, a, s, 1.0, exclude_self=True).item() == pytest.approx(expect, rel=1e-12)
     with_self = L.soft_contrastive(a, a, s, 1.0)
-    # anchors 0 and 2: log(2e+1) - 1; anchor 1: only itself, P = 1, sims (0, 1, 0): log(2 + e) - 1
+    # anchors 0 and 2: P = (1/2, 0, 1/2), log(2e+1) - 1; anchor 1: only itself, sims (0, 1, 0): log(2 + e) - 1
     expect = (2 * (math.log(2 * E + 1) - 1) + math.log(2 + E) - 1) / 3
-    assert with_self.item() == pytest.approx(expect, rel=1e-6)
+    assert with_self.item() == pytest.approx(expect, rel=1e-12)
+
+
+def test_soft_contrastive_rows_without_positives_count_as_zero_in_cross_terms():
+    # a row with no label has no positive in a cross-modal term either: it adds 0 to a mean
+    # over all rows. a = b = I (2 items), y0 = {0}, y1 = {}: row 0 loss log(1 + e) - 1, row 1: 0.
+    a = torch.eye(2, dtype=torch.float64)
+    y = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    s = L.label_similarity(y, y, "binary")
+    assert L.soft_contrastive(a, a, s, 1.0).item() == pytest.approx((math.log(1 + E) - 1) / 2, rel=1e-12)
 
 
 def test_soft_contrastive_masks_skip_absent_rows_and_columns():

@@ -26,13 +26,13 @@ def normalize_adjacency(a: torch.Tensor) -> torch.Tensor:
     return d[:, None] * a.T * d[None, :]
 
 
-def probabilistic_adjacency(cooc: np.ndarray, nums: np.ndarray, t: float) -> torch.Tensor:
-    """P-GNN graph: A_ij = [cooc_ij / nums_j >= t]; A = 0.5 A + I; return Â = D^-1/2 A^T D^-1/2.
+def probabilistic_graph(cooc: np.ndarray, nums: np.ndarray, t: float) -> torch.Tensor:
+    """The raw (un-normalised) P-GNN graph: A_ij = [cooc_ij / nums_j >= t]; return 0.5 A + I.
 
     The ratio divides by the count of the COLUMN label j, i.e. A_ij estimates P(i | j); this is
     the transpose of ML-GCN's P(j | i) and follows the TPAMI 2023 released code. The diagonal of
     `cooc` is ignored: self-loops come from the + I only. Labels that never occur get only
-    their self-loop.
+    their self-loop. The release's GAT masks its attention with this matrix (A_ij > 0).
     """
     cooc = np.asarray(cooc, dtype=np.float64).copy()
     np.fill_diagonal(cooc, 0.0)
@@ -40,8 +40,12 @@ def probabilistic_adjacency(cooc: np.ndarray, nums: np.ndarray, t: float) -> tor
     ratio = cooc / np.maximum(nums[None, :], 1e-12)
     a = (ratio >= t).astype(np.float64)
     np.fill_diagonal(a, 0.0)
-    a = 0.5 * a + np.eye(a.shape[0])
-    return normalize_adjacency(torch.as_tensor(a, dtype=torch.float32))
+    return torch.as_tensor(0.5 * a + np.eye(a.shape[0]), dtype=torch.float32)
+
+
+def probabilistic_adjacency(cooc: np.ndarray, nums: np.ndarray, t: float) -> torch.Tensor:
+    """P-GNN graph for the GCN: Â = D^-1/2 A^T D^-1/2 of A = `probabilistic_graph(cooc, nums, t)`."""
+    return normalize_adjacency(probabilistic_graph(cooc, nums, t))
 
 
 def cosine_matrix(h: torch.Tensor) -> torch.Tensor:
@@ -58,10 +62,11 @@ def threshold(s: torch.Tensor, t: float) -> torch.Tensor:
 def iterative_adjacency(h0: torch.Tensor, a0: torch.Tensor, w: torch.Tensor, t: float) -> torch.Tensor:
     """I-GNN graph, recomputed every forward pass.
 
-    S = (1/k) sum_k threshold(cosine(H0 * w_k), t) with w (k, e) learnable and H0 (c, e)
-    learnable; A = 0.5 A0 + 0.5 S with A0 = threshold(cosine(H0_init), t) fixed;
+    S = threshold((1/k) sum_k cosine(H0 * w_k), t): the k re-weighted cosine graphs are
+    averaged FIRST and the mean is thresholded (as released), with w (k, e) learnable and H0
+    (c, e) learnable; A = 0.5 A0 + 0.5 S with A0 = threshold(cosine(H0_init), t) fixed;
     return Â = D^-1/2 A^T D^-1/2. Both cosines have a unit diagonal, so A has self-loops
     without adding I.
     """
-    s = threshold(cosine_matrix(h0[None, :, :] * w[:, None, :]), t).mean(0)
+    s = threshold(cosine_matrix(h0[None, :, :] * w[:, None, :]).mean(0), t)
     return normalize_adjacency(0.5 * a0 + 0.5 * s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -49,7 +50,8 @@ class GraphConvolution(nn.Module):
 
 
 class GraphAttention(nn.Module):
-    """Single-head GAT: H'_i = sum_j softmax_j(LeakyReLU(a_s.Wh_i + a_d.Wh_j)) W h_j over j with Â_ij > 0."""
+    """Single-head GAT, no output activation: H'_i = sum_j softmax_j(LeakyReLU_0.2(a_s.Wh_i + a_d.Wh_j)) W h_j
+    over the j with adj_ij > 0."""
 
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -65,19 +67,25 @@ class GraphAttention(nn.Module):
 
 
 class LabelGNN(nn.Module):
-    """L graph layers H_{l+1} = LeakyReLU_0.2(conv(H_l, Â)); classifiers C = Linear(concat H_1..H_L)
-    with layer aggregation, else C = H_L."""
+    """L graph layers H_{l+1} = act(conv(H_l, adj)); classifiers C = Linear(concat H_1..H_L)
+    with layer aggregation, else C = H_L.
+
+    act is LeakyReLU(0.2) for graph convolution and ELU for graph attention, as released
+    (the release's GAT layer ends in ELU and gets no further activation). `adj` is Â for the
+    GCN; for the GAT only its pattern (adj > 0) matters.
+    """
 
     def __init__(self, d_in: int, dim: int, layers: int, conv: str = "gcn", layer_agg: bool = True) -> None:
         super().__init__()
         layer = {"gcn": GraphConvolution, "gat": GraphAttention}[conv]
+        self.act = nn.ELU() if conv == "gat" else nn.LeakyReLU(0.2)
         self.convs = nn.ModuleList(layer(d_in if i == 0 else dim, dim) for i in range(layers))
         self.aggregate = nn.Linear(layers * dim, dim) if layer_agg else None
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         hs = []
         for conv in self.convs:
-            h = F.leaky_relu(conv(h, adj), 0.2)
+            h = self.act(conv(h, adj))
             hs.append(h)
         return self.aggregate(torch.cat(hs, dim=1)) if self.aggregate is not None else hs[-1]
 
@@ -87,9 +95,13 @@ def encoder(d_in: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.BatchNorm1d(d_in), nn.Linear(d_in, dim), nn.ReLU())
 
 
-def decoder(dim: int, hidden: int, d_out: int, act: nn.Module) -> nn.Sequential:
-    """BN -> Linear(dim -> hidden) -> act -> Linear(hidden -> d_out): common space to an input space."""
-    return nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, hidden), act, nn.Linear(hidden, d_out))
+def decoder(dim: int, hidden: int, d_out: int, act: nn.Module, end_with_act: bool = True) -> nn.Sequential:
+    """BN -> Linear(dim -> hidden) -> act -> Linear(hidden -> d_out) -> act: common space to an
+    input space. The release ends both decoders in their activation (ReLU for text -> image, so
+    reconstructed VGG-like features stay non-negative; LeakyReLU(0.2) for image -> text);
+    `end_with_act=False` stops at the last Linear."""
+    tail = [copy.deepcopy(act)] if end_with_act else []
+    return nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, hidden), act, nn.Linear(hidden, d_out), *tail)
 
 
 def discriminator(d_in: int, coeff: float = 1.0) -> nn.Sequential:

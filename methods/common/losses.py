@@ -1,7 +1,8 @@
 """Loss functions of the GNN cross-modal models, each a small pure function.
 
 Masks (bool, one per row) mark which rows of a batch carry a modality; terms skip absent
-rows, and a term with nothing left to average is 0 (not NaN).
+rows, and a term with nothing left to average is 0 (not NaN). Without masks every function
+computes what the authors' release (LivXue/GNN4CMR) computes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def cosine_prediction(feat: torch.Tensor, classifiers: torch.Tensor) -> torch.Tensor:
-    """p_ic = cos(f_i, C_c): (n, D) x (c, D) -> (n, c)."""
-    return F.normalize(feat, dim=1, eps=1e-12) @ F.normalize(classifiers, dim=1, eps=1e-12).T
+    """p_ic = <f_i, C_c> / (||f_i|| ||C_c|| + 1e-6): (n, D) x (c, D) -> (n, c) (the release's epsilon)."""
+    norms = feat.norm(dim=1)[:, None] * classifiers.norm(dim=1)[None, :]
+    return (feat @ classifiers.T) / (norms + 1e-6)
 
 
 def classification_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
@@ -30,10 +32,11 @@ def classification_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Te
 
 def label_similarity(ya: torch.Tensor, yb: torch.Tensor, kind: str = "jaccard") -> torch.Tensor:
     """s_ij between multi-hot rows: jaccard |a∧b|/|a∨b|, cosine |a∧b|/sqrt(|a||b|), or binary [|a∧b| > 0]."""
-    ya, yb = ya.float(), yb.float()
+    ya = ya if ya.is_floating_point() else ya.float()
+    yb = yb.to(ya.dtype)
     inter = ya @ yb.T
     if kind == "binary":
-        return (inter > 0).float()
+        return (inter > 0).to(ya.dtype)
     na, nb = ya.sum(1)[:, None], yb.sum(1)[None, :]
     if kind == "jaccard":
         return inter / (na + nb - inter).clamp_min(1e-12)
@@ -50,34 +53,37 @@ def soft_contrastive(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, tau: flo
     sim_ij = <â_i, b̂_j> / tau on L2-normalised rows; P_ij = s_ij / sum_j s_ij;
     loss = mean_i - sum_j P_ij (sim_ij - log sum_j' exp(lse_scale * sim_ij')).
     lse_scale = 1 is the exact InfoNCE-style -sum P log softmax; the released code uses 1.06.
-    `exclude_self` removes j = i from both positives and denominator (intra-modal terms).
-    Anchors outside `row_mask`, or without any positive among the valid candidates, are skipped.
+    `exclude_self` removes j = i from the POSITIVES only (P_ii = 0, renormalised); j = i stays
+    in the log-sum-exp denominator (intra-modal terms, as released). The mean runs over all
+    anchors (those in `row_mask` when given): an anchor without any positive adds 0. Candidates
+    outside `col_mask` are neither positives nor in the denominator.
     """
     sim = F.normalize(a, dim=1, eps=1e-12) @ F.normalize(b, dim=1, eps=1e-12).T / tau
     valid = torch.ones_like(sim, dtype=torch.bool)
-    if exclude_self:
-        valid &= ~torch.eye(*sim.shape, dtype=torch.bool, device=sim.device)
     if col_mask is not None:
         valid &= col_mask[None, :]
+    positive = valid
+    if exclude_self:
+        positive = positive & ~torch.eye(*sim.shape, dtype=torch.bool, device=sim.device)
     if row_mask is not None:
-        valid &= row_mask[:, None]
-    s = s * valid
-    mass = s.sum(1)
-    anchors = mass > 0
-    if not bool(anchors.any()):
+        positive = positive & row_mask[:, None]
+    s = s * positive
+    if not bool((s > 0).any()):  # every anchor adds 0 (also guards an empty candidate set)
         return sim.sum() * 0.0
+    mass = s.sum(1, keepdim=True)
     log_denom = torch.logsumexp((lse_scale * sim).masked_fill(~valid, float("-inf")), dim=1, keepdim=True)
     log_p = (sim - log_denom).masked_fill(~valid, 0.0)
-    p = s / mass.clamp_min(1e-12)[:, None]
+    p = s / mass.clamp_min(1e-12)
     per_anchor = -(p * log_p).sum(1)
-    return per_anchor[anchors].mean()
+    return _masked_mean(per_anchor, row_mask)
 
 
 def multilabel_contrastive(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, tau: float, gamma: float,
                            similarity: str = "jaccard", lse_scale: float = 1.0,
                            image_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
                            ) -> torch.Tensor:
-    """L_con = l(u->v) + l(v->u) + gamma (l(u->u) + l(v->v)), intra-modal terms excluding j = i.
+    """L_con = l(u->v) + l(v->u) + gamma (l(u->u) + l(v->v)), intra-modal terms without j = i
+    among their positives (j = i stays in their denominators).
 
     Every term uses the same label similarity s = label_similarity(y, y, similarity) (soft
     positives for jaccard / cosine, uniform over positives for binary). Cross-modal terms take
@@ -119,13 +125,16 @@ def dscmr_nll(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, image_mask: tor
 
 
 def adversarial_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, real_mask: torch.Tensor | None = None,
-                     fake_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """One discriminator's term: CE(D(real), 1) + CE(D(generated), 0), each averaged over its rows.
+                     fake_mask: torch.Tensor | None = None, real_class: int = 1) -> torch.Tensor:
+    """One discriminator's term: CE(D(real), real_class) + CE(D(generated), 1 - real_class),
+    each averaged over its rows.
 
     The discriminator begins with gradient reversal, so minimising this trains the
     discriminator to separate and, through the reversed gradient, the generator to confuse.
+    Which output unit means "real" is arbitrary; the release labels by modality (image 1,
+    text 0), i.e. real_class = 1 for the image discriminator and 0 for the text one.
     """
-    real = torch.ones(logits_real.shape[0], dtype=torch.long, device=logits_real.device)
-    fake = torch.zeros(logits_fake.shape[0], dtype=torch.long, device=logits_fake.device)
+    real = torch.full((logits_real.shape[0],), real_class, dtype=torch.long, device=logits_real.device)
+    fake = torch.full((logits_fake.shape[0],), 1 - real_class, dtype=torch.long, device=logits_fake.device)
     return (_masked_mean(F.cross_entropy(logits_real, real, reduction="none"), real_mask)
             + _masked_mean(F.cross_entropy(logits_fake, fake, reduction="none"), fake_mask))
