@@ -260,6 +260,8 @@ def test_loss_and_every_gradient_match_the_release_equations_float64(name):
     model = method.build(train, FitContext(seed=0)).double().train()
     p = method.params
     h0_init = model.h0.detach().clone()
+    adj = model.adjacency().detach()
+    assert bool((adj - torch.diag(torch.diag(adj))).abs().gt(0).any())  # a graph with edges, not I
     x = torch.as_tensor(train.image[:n], dtype=torch.float64)
     t = torch.as_tensor(train.text[:n], dtype=torch.float64)
     y = torch.as_tensor(train.labels[:n], dtype=torch.float64)
