@@ -12,8 +12,12 @@ Model (one screen):
     L = alpha L_cla + con_weight L_con + nll_weight L_nll + beta L_gan
   P-GNN (`pgnn_con`): Â from thresholded training-label co-occurrence (fixed);
   I-GNN (`ignn_con`): Â from learnable cosine graphs of a learnable H0, recomputed each forward.
-  L_gan: decoders map u (v) into the text (image) INPUT space; one discriminator per input space,
-  behind gradient reversal, so a single Adam step trains both sides of the game.
+  GAT option (`conv: gat`): ELU after each attention layer; P-GNN masks attention with the raw
+  0.5 A + I, I-GNN with its Â (as released).
+  L_gan: decoders map u (v) into the text (image) INPUT space and end in their activation
+  (LeakyReLU 0.2 / ReLU, as released); one discriminator per input space, behind gradient
+  reversal, so a single Adam step trains both sides of the game. Its output classes are the
+  modalities (image 1, text 0), as released.
   `dagnn`: alpha = 1, con_weight = 0, nll_weight = 0.2 (DSCMR pairwise loss), beta = 0.2.
 
 Incomplete-modal training (`supports_missing`). Defaults follow the release; each of our
