@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +20,122 @@ OPTIMISTIC = "test_selected_map_avg"
 COLUMNS_EXTRA = {OPTIMISTIC: "Avg, test-selected (optimistic)"}
 
 
+# Spec fields that do not change what a run computes (labels, bookkeeping) or that vary by design
+# across the seeds of one configuration (the seed; the split seed under split_per_seed).
+_NOT_CONFIG = {"sweep", "dataset_label", "method_label", "seed", "optional"}
+
+
+def config_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """The resolved configuration of a run, flattened, without its seed (and split seed): records
+    of one configuration differ only in their seeds."""
+    ident = {k: v for k, v in spec.items() if k not in _NOT_CONFIG}
+    if isinstance(ident.get("split"), dict):
+        ident["split"] = {k: v for k, v in ident["split"].items() if k != "seed"}
+    return _flat(ident)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+def _config_id(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def records_frame(records: list[dict[str, Any]], keys: set[str] | None = None) -> pd.DataFrame:
-    """One row per finished ok run; for a repeated (sweep, dataset, method, seed) the newest record wins."""
-    rows = []
+    """One row per finished ok run, with its configuration id (`config`).
+
+    For a repeated (sweep, dataset, method, configuration, seed) the newest record wins. Records
+    of one (dataset, method label) whose resolved configurations differ (an edited `epochs`, a
+    changed method source, ...) are never merged: they keep distinct `config` ids, and the
+    method label gets a suffix naming what differs (`pgnn_con [epochs=41]`); `config_notes`
+    describes each such split.
+    """
+    rows, idents = [], {}
     for rec in records:
         if rec.get("status") != "ok" or (keys is not None and rec["key"] not in keys):
             continue
         spec, metrics = rec["spec"], rec.get("metrics", {})
+        ident = config_identity(spec)
+        cid = _config_id(ident)
+        idents[cid] = ident
+        split_seed = spec.get("split", {}).get("seed") if isinstance(spec.get("split"), dict) else None
         row = {"sweep": spec["sweep"], "dataset": spec["dataset_label"], "method": spec["method_label"],
                "seed": spec["seed"], "key": rec["key"], "finished": rec.get("finished", ""),
-               "position": rec.get("position", 0)}
-        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+               "position": rec.get("position", 0), "config": cid, "split_seed": split_seed}
+        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         if rec.get("test_selected"):
             row["test_selected_map_avg"] = rec["test_selected"]["map_avg"]
         rows.append(row)
     if not rows:
-        return pd.DataFrame(columns=["sweep", "dataset", "method", "seed", "key", "finished", *COLUMNS])
+        df = pd.DataFrame(columns=["sweep", "dataset", "method", "seed", "key", "finished", "config", *COLUMNS])
+        df.attrs["config_notes"] = []
+        return df
     df = pd.DataFrame(rows).sort_values("finished", kind="stable")
-    df = df.drop_duplicates(["sweep", "dataset", "method", "seed"], keep="last")
-    return df.sort_values(["position", "finished"], kind="stable").reset_index(drop=True)
+    df = df.drop_duplicates(["sweep", "dataset", "method", "config", "seed"], keep="last")
+    df = _split_mixed_split_seeds(df)
+    df, notes = _label_configs(df, idents)
+    df = df.sort_values(["position", "finished"], kind="stable").reset_index(drop=True)
+    df.attrs["config_notes"] = notes
+    return df
+
+
+def _split_mixed_split_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """The split seed is one value for every seed of a configuration, or each run's own seed
+    (split_per_seed); anything else mixes two split protocols, which become two configurations."""
+    df = df.copy()
+    for _, g in df.groupby(["sweep", "dataset", "method", "config"], sort=False):
+        seeds = g["split_seed"]
+        if seeds.nunique(dropna=False) <= 1 or (seeds == g["seed"]).all():
+            continue
+        per_seed = seeds == g["seed"]
+        df.loc[g.index, "config"] = [f"{c}-split{'=seed' if p else s}"
+                                     for c, p, s in zip(g["config"], per_seed, seeds)]
+    return df
+
+
+def _label_configs(df: pd.DataFrame, idents: dict[str, dict[str, Any]]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Suffix the method label of each configuration when a label holds several; one note per label."""
+    df = df.copy()
+    notes = []
+    for (sweep, dataset, method), g in df.groupby(["sweep", "dataset", "method"], sort=False):
+        configs = list(dict.fromkeys(g.sort_values("finished")["config"]))
+        if len(configs) < 2:
+            continue
+        flats = [dict(idents.get(c.split("-split")[0], {})) for c in configs]
+        for c, flat in zip(configs, flats):
+            if "-split" in c:
+                flat["split.seed"] = c.split("-split")[1]
+        keys = sorted({k for f in flats for k in f if len({f.get(k) for f in flats}) > 1})
+        for c, flat in zip(configs, flats):
+            what = ", ".join(f"{_short(k)}={_unquote(flat.get(k, '–'))}" for k in keys) or c
+            df.loc[g.index[g["config"] == c], "method"] = f"{method} [{what}]"
+        notes.append((sweep, f"{method} on {dataset} has records of {len(configs)} configurations "
+                     f"(differing in {', '.join(_short(k) for k in keys)}); they are shown as separate rows, "
+                     "never averaged; pass the sweep file to report only its current definition"))
+    return df, notes
+
+
+def _short(key: str) -> str:
+    """'params.epochs' -> 'epochs'; 'code_version' -> 'code' (the method's source changed)."""
+    if key == "code_version":
+        return "code"
+    return key.removeprefix("params.")
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if value.startswith('"') and value.endswith('"') else value
 
 
 def summarise(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; 0 for one seed) and seed count per (sweep, dataset, method), in first-seen order."""
+    """Mean, sample std (ddof=1), seed count and whether every seed gave the same value, per
+    (sweep, dataset, method), in first-seen order. The std of one seed is undefined (NaN)."""
     metrics = metrics or list(COLUMNS)
     order = {k: i for i, k in enumerate(dict.fromkeys(zip(df["sweep"], df["dataset"], df["method"])))}
     out = []
@@ -48,13 +143,29 @@ def summarise(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFram
         row: dict[str, Any] = {"sweep": sweep, "dataset": dataset, "method": method, "seeds": len(g)}
         for m in metrics:
             vals = g[m].to_numpy(dtype=float) if m in g else np.array([np.nan])
-            vals = vals[~np.isnan(vals)] if not np.isnan(vals).all() else vals
-            row[f"{m}_mean"] = float(np.mean(vals))
-            row[f"{m}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            vals = vals[~np.isnan(vals)]
+            row[f"{m}_mean"] = float(np.mean(vals)) if len(vals) else np.nan
+            row[f"{m}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else np.nan
+            row[f"{m}_n"] = len(vals)
+            row[f"{m}_same"] = bool(len(vals) > 1 and np.ptp(vals) == 0)
         row["_order"] = order[(sweep, dataset, method)]
         out.append(row)
     table = pd.DataFrame(out)
-    return table.sort_values("_order").drop(columns="_order").reset_index(drop=True) if out else table
+    if out:
+        table = table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    table.attrs["config_notes"] = list(df.attrs.get("config_notes", []))
+    return table
+
+
+def spread(mean: float, std: float, n: int, same: bool, digits: int, pm: str = " ± ") -> tuple[str, str]:
+    """(mean text, spread text): '± std', or 'n=1' (std undefined), or 'deterministic' (every
+    seed gave exactly the same value) instead of a fake ± 0."""
+    m = f"{mean:.{digits}f}"
+    if n <= 1:
+        return m, "n=1"
+    if same:
+        return m, "deterministic"
+    return m, f"{pm.strip()} {std:.{digits}f}"
 
 
 def _cells(table: pd.DataFrame, metrics: list[str], fmt: str, digits: int) -> list[list[str]]:
@@ -63,16 +174,19 @@ def _cells(table: pd.DataFrame, metrics: list[str], fmt: str, digits: int) -> li
     for i, r in table.iterrows():
         cells = [r["dataset"], r["method"]]
         for m in metrics:
-            mean, std = r[f"{m}_mean"], r[f"{m}_std"]
+            mean = r[f"{m}_mean"]
             if np.isnan(mean):
                 cells.append("–")
                 continue
+            text, sp = spread(mean, r[f"{m}_std"], r[f"{m}_n"], r[f"{m}_same"], digits)
+            is_best = mean == best[m][i]
             if fmt == "latex":
-                text = f"{mean:.{digits}f} \\pm {std:.{digits}f}"
-                cell = f"$\\mathbf{{{mean:.{digits}f}}} \\pm {std:.{digits}f}$" if mean == best[m][i] else f"${text}$"
+                core = f"\\mathbf{{{text}}}" if is_best else text
+                sp = f" \\pm {sp[2:]}" if sp.startswith("±") else f"\\ \\text{{({sp})}}"
+                cell = f"${core}{sp}$"
             else:
-                text = f"{mean:.{digits}f} ± {std:.{digits}f}"
-                cell = f"**{text}**" if mean == best[m][i] and fmt == "markdown" else text
+                cell = f"{text} ± {sp[2:]}" if sp.startswith("±") else f"{text} ({sp})"
+                cell = f"**{cell}**" if is_best and fmt == "markdown" else cell
             cells.append(cell)
         cells.append(str(r["seeds"]))
         rows.append(cells)
@@ -108,6 +222,10 @@ def render(table: pd.DataFrame, fmt: str = "markdown", metrics: list[str] | None
             parts.append(f"<h3>{sweep}</h3>\n" + t.to_html(index=False, float_format=lambda x: f"{x:.{digits}f}"))
         else:
             raise BenchError(f"unknown report format '{fmt}'; use markdown, latex, csv or html")
+        notes = [n for sw, n in table.attrs.get("config_notes", []) if sw == sweep]
+        if notes:
+            mark = "% " if fmt == "latex" else ""
+            parts[-1] += "\n\n" + "\n".join(f"{mark}Note: {n}." for n in notes)
     return "\n\n".join(parts) + "\n"
 
 

@@ -18,10 +18,12 @@ T2I = {("cca", 0): 0.47, ("cca", 1): 0.52, ("cca", 2): 0.51,
 
 
 def _record(method, seed, i2t, t2i, finished="2026-01-01T00:00:00", sweep="fake", dataset="synthetic",
-            status="ok", key=None):
+            status="ok", key=None, spec_method=None, **spec):
+    if spec_method:
+        spec["method"] = spec_method
     return {
         "key": key or f"{sweep}-{dataset}-{method}-{seed}-{finished}", "status": status, "finished": finished,
-        "spec": {"sweep": sweep, "dataset_label": dataset, "method_label": method, "seed": seed},
+        "spec": {"sweep": sweep, "dataset_label": dataset, "method_label": method, "seed": seed, **spec},
         "metrics": {"map_i2t": i2t, "map_t2i": t2i, "map_avg": (i2t + t2i) / 2, "pr_i2t": {"recall": [0, 1]}},
     }
 
@@ -58,11 +60,46 @@ def test_the_markdown_table_shows_mean_plus_minus_std(results):
     assert f"{i2t.mean():.4f} ± {i2t.std(ddof=1):.4f}" in text
 
 
-def test_one_seed_has_a_std_of_zero(tmp_path):
+def test_one_seed_has_no_std_and_the_table_says_n_equals_1(tmp_path):
     _write(tmp_path, _record("cca", 0, 0.5, 0.4))
     table = summarise(records_frame([_record("cca", 0, 0.5, 0.4)]))
-    assert table["map_i2t_std"].tolist() == [0.0]
-    assert "0.5000 ± 0.0000" in report(tmp_path)
+    assert np.isnan(table["map_i2t_std"].iloc[0])
+    text = report(tmp_path)
+    assert "0.5000 (n=1)" in text and "± 0.0000" not in text
+
+
+def test_identical_values_over_seeds_are_shown_as_deterministic_not_plus_minus_zero(tmp_path):
+    for seed in (0, 1, 2):
+        _write(tmp_path, _record("cca", seed, 0.5, 0.4))
+    text = report(tmp_path)
+    assert "0.5000 (deterministic)" in text and "± 0.0000" not in text
+
+
+def test_records_of_different_configurations_are_never_averaged_into_one_row(tmp_path):
+    # seeds 0 and 1 trained at 41 epochs, then `epochs` was edited and seed 2 trained at 40
+    for seed, epochs, value in ((0, 41, 0.9), (1, 41, 0.8), (2, 40, 0.1)):
+        _write(tmp_path, _record("pgnn_con", seed, value, value, spec_method="pgnn_con",
+                                 params={"epochs": epochs, "D": 16}, split={"val": 0.1, "seed": 0}))
+    table = summarise(records_frame(iter_records(tmp_path)))
+    rows = dict(zip(table["method"], zip(table["seeds"], table["map_i2t_mean"])))
+    assert rows == {"pgnn_con [epochs=41]": (2, pytest.approx(0.85)), "pgnn_con [epochs=40]": (1, pytest.approx(0.1))}
+    text = report(tmp_path)
+    assert "2 configurations (differing in epochs)" in text and "never averaged" in text
+
+
+def test_split_per_seed_records_are_one_configuration(tmp_path):
+    for seed in (0, 1):
+        _write(tmp_path, _record("cca", seed, 0.5 + seed / 10, 0.5, spec_method="cca", params={"dim": 4},
+                                 split={"val": 0.1, "seed": seed}))
+    table = summarise(records_frame(iter_records(tmp_path)))
+    assert table["method"].tolist() == ["cca"] and table["seeds"].tolist() == [2]
+
+
+def test_an_edited_method_source_is_a_different_configuration(tmp_path):
+    _write(tmp_path, _record("cca", 0, 0.5, 0.5, spec_method="cca", code_version="aaa"))
+    _write(tmp_path, _record("cca", 1, 0.7, 0.7, spec_method="cca", code_version="bbb"))
+    table = summarise(records_frame(iter_records(tmp_path)))
+    assert sorted(table["method"]) == ["cca [code=aaa]", "cca [code=bbb]"]
 
 
 def test_the_newest_record_wins_for_a_repeated_dataset_method_and_seed(tmp_path):
