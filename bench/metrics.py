@@ -107,24 +107,33 @@ def retrieval_metrics(image_q: ArrayLike, text_q: ArrayLike, labels_q: ArrayLike
 
     Keys: ``map_i2t``, ``map_t2i``, ``map_avg`` (mAP@all and their mean), ``map_i2t@{k}``
     and ``map_t2i@{k}`` for k in ``map_ks``, ``p@{k}_i2t`` and ``p@{k}_t2i`` for k in
-    ``ks`` (cutoffs clipped to N, keys named by the k asked), and ``pr_i2t``, ``pr_t2i`` as
-    ``{"precision": [...], "recall": [...]}``. Scalars are python floats. One ranking pass
-    per direction serves all of them.
+    ``ks``, and ``pr_i2t``, ``pr_t2i`` as ``{"precision": [...], "recall": [...]}``. A cutoff
+    k larger than the retrieval set is undefined there (it is not the whole-set figure): its
+    keys are absent and ``undefined`` maps each absent key to the reason. Scalars are python
+    floats. One ranking pass per direction serves all of them.
     """
     n_text, n_image = _num_items(text_r), _num_items(image_r)
     out: dict = {}
+    undefined: dict[str, str] = {}
     for name, query, retrieval, n in (("i2t", image_q, text_r, n_text), ("t2i", text_q, image_r, n_image)):
         map_clip = {k: _clip(k, n, "map_ks") for k in map_ks}
         p_clip = {k: _clip(k, n, "ks") for k in ks}
+        for k in (*map_ks, *ks):
+            if k > n:
+                why = f"K={k} exceeds the {n} items of the retrieval set"
+                undefined.update({f"map_{name}@{k}": why} if k in map_ks else {})
+                undefined.update({f"p@{k}_{name}": why} if k in ks else {})
         means = _evaluate(query, retrieval, labels_q, labels_r,
                           map_ks=tuple(sorted({n, *map_clip.values()})),
                           p_ks=tuple(sorted(set(p_clip.values()))),
                           cutoffs=_rank_cutoffs(n, pr_points), device=device, max_bytes=max_bytes)
         out[f"map_{name}"] = means.ap[n]
-        out.update({f"map_{name}@{k}": means.ap[c] for k, c in map_clip.items()})
-        out.update({f"p@{k}_{name}": means.precision[c] for k, c in p_clip.items()})
+        out.update({f"map_{name}@{k}": means.ap[c] for k, c in map_clip.items() if k <= n})
+        out.update({f"p@{k}_{name}": means.precision[c] for k, c in p_clip.items() if k <= n})
         out[f"pr_{name}"] = {"precision": means.pr_precision.tolist(), "recall": means.pr_recall.tolist()}
     out["map_avg"] = (out["map_i2t"] + out["map_t2i"]) / 2
+    if undefined:
+        out["undefined"] = undefined
     return out
 
 

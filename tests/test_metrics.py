@@ -244,10 +244,23 @@ def test_retrieval_metrics_bundle_matches_the_single_measures(rng):
     assert out["map_t2i"] == pytest.approx(naive_map(text_q, image_r, lq, lr), abs=TOL)
     assert out["map_avg"] == pytest.approx((out["map_i2t"] + out["map_t2i"]) / 2, abs=1e-12)
     assert out["map_i2t@5"] == pytest.approx(naive_map(image_q, text_r, lq, lr, k=5), abs=TOL)
-    assert out["map_t2i@100"] == pytest.approx(out["map_t2i"], abs=1e-12)
     assert out["p@10_t2i"] == pytest.approx(naive_precision_at_k(text_q, image_r, lq, lr, 10), abs=TOL)
-    assert out["p@100_i2t"] == pytest.approx(naive_precision_at_k(image_q, text_r, lq, lr, 100), abs=TOL)
     precision, recall = precision_recall_curve(image_q, text_r, lq, lr, num_points=10)
     assert out["pr_i2t"] == {"precision": pytest.approx(list(precision), abs=1e-12),
                              "recall": pytest.approx(list(recall), abs=1e-12)}
-    assert all(type(out[key]) is float for key in out if not key.startswith("pr_"))
+    assert all(type(out[key]) is float for key in out if not key.startswith("pr_") and key != "undefined")
+
+
+def test_cutoffs_larger_than_the_retrieval_set_are_absent_and_said_so(rng):
+    image_q, text_q = rng.standard_normal((30, 8)), rng.standard_normal((30, 8))
+    image_r, text_r = rng.standard_normal((45, 8)), rng.standard_normal((45, 8))
+    lq, lr = multi_label(rng, 30), multi_label(rng, 45)
+    out = retrieval_metrics(image_q, text_q, lq, image_r, text_r, lr, ks=(10, 45, 100), map_ks=(45, 100),
+                            pr_points=10)
+    for key in ("p@100_i2t", "p@100_t2i", "map_i2t@100", "map_t2i@100"):
+        assert key not in out
+        assert out["undefined"][key] == "K=100 exceeds the 45 items of the retrieval set"
+    assert set(out["undefined"]) == {"p@100_i2t", "p@100_t2i", "map_i2t@100", "map_t2i@100"}
+    # K equal to the set size is defined: precision over the whole set
+    assert out["p@45_i2t"] == pytest.approx(naive_precision_at_k(image_q, text_r, lq, lr, 45), abs=TOL)
+    assert out["map_i2t@45"] == pytest.approx(out["map_i2t"], abs=1e-12)
