@@ -68,6 +68,52 @@ def test_a_second_invocation_adds_trials_to_the_same_study(tmp_path):
     assert doc["trials"] == 4
 
 
+def _journal_trials(results, study_name):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name=study_name, storage=JournalStorage(
+        JournalFileBackend(str(results / study_name.split(":")[0] / "tune" / "optuna.journal"))))
+    return [t.params for t in study.trials]
+
+
+def test_a_second_invocation_adds_new_distinct_trials_and_stays_reproducible(tmp_path):
+    sweep = write_sweep(tmp_path, f"""
+        name: distinct
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [label_regression]
+    """)
+    runs = []
+    for folder in ("a", "b"):
+        results = tmp_path / folder
+        for _ in range(2):
+            assert _invoke("tune", str(sweep), "--trials", "2", "--results", str(results)).exit_code == 0
+        runs.append(_journal_trials(results, "distinct:synthetic:label_regression"))
+    lams = [p["lam"] for p in runs[0]]
+    assert len(lams) == 4 and len(set(lams)) == 4  # the rerun did not replay the first two trials
+    assert runs[0] == runs[1]  # the same history reproduces the same trials
+
+
+def test_workers_on_one_study_get_distinct_sampler_seeds():
+    from bench.tune import sampler_seed
+
+    seeds = {sampler_seed(0, before, worker) for before in (0, 5) for worker in (0, 1, 2)}
+    assert len(seeds) == 6
+    assert sampler_seed(0, 5, 1) == sampler_seed(0, 5, 1)
+
+
+def test_tune_prints_one_line_per_trial(tmp_path):
+    sweep = write_sweep(tmp_path, f"""
+        name: lines
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [label_regression]
+    """)
+    result = _invoke("tune", str(sweep), "--trials", "3", "--results", str(tmp_path / "r"))
+    lines = [line for line in result.output.splitlines() if ": trial " in line]
+    assert [line.split(": trial ")[1].split()[0] for line in lines] == ["0", "1", "2"]
+    assert all("complete" in line and "lam=" in line and "(best 0." in line for line in lines)
+
+
 class _AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial):  # noqa: D102
         return True
