@@ -40,6 +40,18 @@ def storage_for(results: Path, sweep: str, storage: str | None) -> Any:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+def sampler_seed(base: int, trials_before: int, worker: int = 0) -> int:
+    """The TPE sampler's seed for one invocation (or one worker) of a study.
+
+    Seeding with the sweep seed alone made a second invocation replay the first one's trials and
+    parallel workers duplicate each other. Mixing in how many trials the study already holds
+    and the worker index gives every invocation and worker its own stream, while the same
+    history and worker index still reproduce the same trials."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(base), int(trials_before), int(worker)]).generate_state(1)[0])
+
+
 def studies(sweep: Sweep) -> list[RunSpec]:
     """One template spec per (dataset label, method) pair: the first seed and first grid point."""
     seen, out = set(), []
@@ -77,9 +89,36 @@ def make_objective(entry: Any, template: RunSpec, data: Any, split: Any, device:
     return objective
 
 
+def _trial_line(echo: Callable[[str], None], what: str) -> Callable[[Any, Any], None]:
+    """An Optuna callback printing one line per finished trial: state, value, best so far, params."""
+
+    def line(study: Any, trial: Any) -> None:
+        import optuna
+
+        state = trial.state.name.lower()
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:  # no completed trial yet
+            best = "-"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        epoch = trial.last_step if trial.state == optuna.trial.TrialState.PRUNED else None
+        at = f" at epoch {epoch}" if epoch is not None else ""
+        echo(f"{what}: trial {trial.number} {state}{at} val mAP {value} (best {best}) {params}")
+
+    return line
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None, storage: str | None = None,
-         echo: Callable[[str], None] = print, show_progress: bool = False) -> list[dict[str, Any]]:
-    """Run (or continue) every study of the sweep; returns the saved best-parameter documents."""
+         echo: Callable[[str], None] = print, show_progress: bool = False, worker: int = 0
+         ) -> list[dict[str, Any]]:
+    """Run (or continue) every study of the sweep; returns the saved best-parameter documents.
+
+    `worker` distinguishes processes optimising one study at once (their samplers differ)."""
     import optuna
 
     from bench.runner import load_dataset
@@ -103,11 +142,12 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
         name = f"{sweep.name}:{template.dataset_label}:{template.method}"
         study = optuna.create_study(
             study_name=name, storage=store, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=template.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
-        objective = make_objective(entry, template, data, split, device, show_progress)
         before = len(study.trials)
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError))
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(template.seed, before, worker))
+        objective = make_objective(entry, template, data, split, device, show_progress)
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError),
+                       callbacks=[_trial_line(echo, f"{template.dataset_label} | {template.method}")])
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not done:
             raise BenchError(f"study {name}: no trial completed; see the failures above")
