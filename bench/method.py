@@ -87,6 +87,7 @@ class FitContext:
     best_epoch: int | None = None
     best_val_map: float | None = None
     started: float = field(default_factory=time.monotonic)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def log(self, step: int, **metrics: float) -> None:
         """Record metrics for a step (epoch); forwarded to tracking."""
@@ -107,6 +108,18 @@ class FitContext:
             self.best_val_map, self.best_epoch = float(val_map), epoch
         for hook in self.on_report:
             hook(epoch, val_map)
+
+    def artifact(self, name: str, array: Any, axis_labels: list[str] | None = None) -> None:
+        """Keep a small array the harness should store with the run (record + MLflow), e.g. a
+        method's label adjacency: `ctx.artifact("label_adjacency", A, axis_labels=train.label_names)`.
+        The report draws `label_adjacency` as a heatmap. At most 250,000 finite values."""
+        arr = np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array, dtype=float)
+        if not name or not name.replace("_", "").isalnum():
+            raise ValueError(f"artifact name {name!r}: use letters, digits and underscores")
+        if arr.size > 250_000 or not np.isfinite(arr).all():
+            raise ValueError(f"artifact {name!r}: {arr.size} values (at most 250,000, all finite)")
+        labels = [str(x) for x in axis_labels] if axis_labels is not None else None
+        self.artifacts[name] = {"shape": list(arr.shape), "data": arr.tolist(), "axis_labels": labels}
 
     def out_of_time(self) -> bool:
         """True once the time budget (if any) is spent."""

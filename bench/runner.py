@@ -167,6 +167,9 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
         "history": ctx.history, "best_epoch": ctx.best_epoch, "val_map": ctx.best_val_map,
         "n_train": train.n, "n_val": val.n, "n_test": len(split.test), "n_retrieval": len(split.retrieval),
     }
+    if ctx.artifacts:
+        out["artifacts"] = ctx.artifacts
+    out["cost"] = {"parameters": count_parameters(method)}
     if evaluate_test:
         t1 = time.perf_counter()
         q, r = data.subset(split.test), data.subset(split.retrieval)
@@ -214,6 +217,18 @@ def epoch_lines(spec: RunSpec, ctx: FitContext, echo: Callable[[str], None],
         echo(f"  epoch {epoch} {spec.describe()}: val mAP {val_map:.4f}{best}"
              + (f" {losses}" if losses else "") + f" [{now - t0:.1f}s]")
     return hook
+
+
+def count_parameters(method: Any) -> int | None:
+    """Trainable parameters of the torch modules a fitted method holds (None for closed-form methods)."""
+    seen: set[int] = set()
+    for value in vars(method).values():
+        if isinstance(value, torch.nn.Module):
+            seen.update(id(p) for p in value.parameters() if p.requires_grad)
+    if not seen:
+        return None
+    params = {id(p): p for v in vars(method).values() if isinstance(v, torch.nn.Module) for p in v.parameters()}
+    return int(sum(params[i].numel() for i in seen))
 
 
 def _test_maps(method: Any, data: CrossModalData, split: Split, device: torch.device) -> dict[str, float]:

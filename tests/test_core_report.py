@@ -114,11 +114,13 @@ def test_the_newest_record_wins_for_a_repeated_dataset_method_and_seed(tmp_path)
 def test_failed_records_are_left_out(tmp_path):
     _write(tmp_path, _record("cca", 0, 0.5, 0.5))
     _write(tmp_path, _record("cca", 1, 0.0, 0.0, status="failed"))
-    assert "| 1 |" in report(tmp_path)
+    text = report(tmp_path, layout="long")
+    assert text.count("| synthetic") == 1 and text.rstrip().endswith("seed 1:")
+    assert "failed: synthetic | cca | seed 1" in text  # listed under the table instead
 
 
 def test_markdown_puts_the_best_mean_of_each_column_in_bold(results):
-    rows = {line.split("|")[2].strip(): line.split("|")[3:6] for line in report(results).splitlines()
+    rows = {line.split("|")[2].strip(): line.split("|")[3:6] for line in report(results, layout="long").splitlines()
             if line.startswith("| synthetic")}
     cca, lr = rows["cca"], rows["label_regression"]
     assert lr[0].strip().startswith("**") and not cca[0].strip().startswith("**")  # I→T: label regression
@@ -131,15 +133,15 @@ def test_best_is_chosen_per_dataset(tmp_path):
     _write(tmp_path, _record("lr", 0, 0.1, 0.1, dataset="a"))
     _write(tmp_path, _record("cca", 0, 0.3, 0.3, dataset="b"))
     _write(tmp_path, _record("lr", 0, 0.4, 0.4, dataset="b"))
-    bold = [line.split("|")[1:3] for line in report(tmp_path).splitlines() if "**" in line]
+    bold = [line.split("|")[1:3] for line in report(tmp_path, layout="long").splitlines() if "**" in line]
     assert [[c.strip() for c in cells] for cells in bold] == [["a", "cca"], ["b", "lr"]]
 
 
-def test_latex_escapes_underscores_and_bolds_with_mathbf(results):
+def test_latex_escapes_underscores_and_bolds_with_textbf(results):
     text = report(results, fmt="latex")
     assert r"label\_regression" in text
     assert "label_regression" not in text
-    assert r"\mathbf{" in text and r"\begin{tabular}" in text and r"\end{tabular}" in text
+    assert r"\textbf{" in text and r"\begin{tabular}" in text and r"\end{tabular}" in text
 
 
 def test_csv_has_one_row_per_method(results):

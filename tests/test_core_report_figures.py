@@ -42,8 +42,9 @@ def test_curves_are_the_elementwise_mean_over_the_newest_ok_record_of_each_seed(
     np.testing.assert_allclose(curves[("figs", "synthetic")]["cca"]["pr_t2i"][1], [0.2, 0.5, 0.8])
 
 
-def test_one_png_per_sweep_and_dataset(results, tmp_path):
+def test_one_png_and_one_pdf_per_sweep_and_dataset(results, tmp_path):
     written = pr_figures(results, tmp_path / "out")
-    assert sorted(p.name for p in written) == ["pr_figs__mfeat.png", "pr_figs__synthetic.png"]
+    assert sorted(p.name for p in written) == ["pr_figs__mfeat.pdf", "pr_figs__mfeat.png",
+                                               "pr_figs__synthetic.pdf", "pr_figs__synthetic.png"]
     for path in written:
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.read_bytes()[:4] == (b"\x89PNG" if path.suffix == ".png" else b"%PDF")
