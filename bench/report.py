@@ -276,7 +276,7 @@ class Cell:
             elif spread:
                 body += "$^{\\ddagger}$"
             if self.mark:
-                body += f"$^{{{self.mark}}}$"
+                body += f"$^{{{self.mark.replace('†', chr(92) + 'dagger')}}}$"
             return body
         text = core + (f" {spread}" if spread.startswith("±") else f" ({spread})" if spread else "") + self.mark
         if fmt == "markdown":
@@ -292,7 +292,7 @@ def _esc(text: Any, fmt: str) -> str:
         for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
                      ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),
                      ("^", r"\textasciicircum{}"), ("→", r"$\to$"), ("±", r"$\pm$"), ("–", "--"), ("−", "$-$"),
-                     ("<", "$<$"), (">", "$>$")):
+                     ("<", "$<$"), (">", "$>$"), ("†", r"$^\dagger$")):
             text = text.replace(a, b) if a != "\\" else text.replace(a, "\x00")
         return text.replace("\x00", r"\textbackslash{}")
     if fmt == "html":
