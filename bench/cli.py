@@ -122,6 +122,7 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
             stale = tracker.close_stale()
             if stale:
                 click.echo(f"marked {stale} MLflow run(s) left running by an interrupted invocation as KILLED")
+            tracker.describe_experiment(sweep.description)
         runner = Runner(sweep, root, tracker=tracker, force=force, show_progress=interactive(), echo=click.echo)
         try:
             summary = runner.run()
@@ -131,6 +132,8 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
                        f"({done.ok} ok, {done.failed} failed) in {out / 'runs'}; the run in progress was not "
                        f"recorded and will be redone; rerun the same command to resume", err=True)
             sys.exit(130)
+        if tracker is not None and tracker.parent_id:
+            publish_to_parent(tracker, sweep, root)
     finally:
         lock.release()
     ran = summary.ok + summary.failed
@@ -141,6 +144,29 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
         click.echo(f"{summary.failed} run(s) failed; their reasons are in the records and above; "
                    "rerunning the sweep retries them", err=True)
         sys.exit(1)
+
+
+def publish_to_parent(tracker, sweep, root: Path) -> None:  # noqa: ANN001
+    """Attach the sweep file, the report (markdown and LaTeX) and its figures to the invocation's
+    parent run. Best effort: a report or upload problem is one warning line, never a failed sweep."""
+    import tempfile
+
+    from bench.report import build, render
+    from bench.report_figures import all_figures
+
+    keys = {s.key for s in sweep.specs}
+    try:
+        tracker.log_parent_artifact(Path(sweep.path))
+        rep = build(root, [sweep.name], keys)
+        with tempfile.TemporaryDirectory() as tmp:
+            for fmt, ext in (("markdown", "md"), ("latex", "tex")):
+                path = Path(tmp) / f"report.{ext}"
+                path.write_text(render(rep, fmt))
+                tracker.log_parent_artifact(path)
+            for fig in all_figures(root, Path(tmp) / "figures", [sweep.name], keys):
+                tracker.log_parent_artifact(fig, "figures")
+    except Exception as exc:  # the runs and their records are done; this is only a convenience copy
+        click.echo(f"warning: could not attach the report to the MLflow parent run: {exc}", err=True)
 
 
 @main.command()

@@ -36,7 +36,7 @@ from bench.records import read_record, record_path, write_record
 from bench.registry import get_dataset, get_method
 from bench.splits import MissingSpec, Split, SplitSpec, get_split, missing_mask
 from bench.sweep import RunSpec, Sweep, get_dataset_params
-from bench.tracking import NullTracker
+from bench.tracking import NullTracker, child_params, child_tags, epoch_metrics, run_name, section
 
 
 @dataclass
@@ -80,6 +80,16 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{head}-dirty" if head and dirty else head
+
+
+def input_digest(fingerprint: str, split: Split) -> str:
+    """Digest of what a run trained and was tested on: the data fingerprint and the split's rows."""
+    import hashlib
+
+    h = hashlib.sha256(fingerprint.encode())
+    for part in (split.train, split.val, split.test, split.retrieval):
+        h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+    return h.hexdigest()[:32]
 
 
 def seed_everything(seed: int) -> None:
@@ -333,9 +343,11 @@ class Runner:
                       "(--force reruns)")
         if not todo:
             return summary
+        commit = self.environment["git_commit"]
         self.tracker.start_parent(f"{self.sweep.name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}",
                                   {"sweep": self.sweep.name, "sweep_file": str(self.sweep.path),
-                                   "git_commit": self.environment["git_commit"], "bench.role": "invocation"})
+                                   "git_commit": commit.removesuffix("-dirty"),
+                                   "git_dirty": str(commit.endswith("-dirty")).lower(), "bench.role": "invocation"})
         bar = progress(todo, total=len(todo), desc=f"sweep {self.sweep.name}", enabled=self.show_progress)
         status = "FAILED"
         try:
@@ -371,29 +383,38 @@ class Runner:
             "position": self._position.get(spec.key, 0),  # order in the sweep file, for reports
             "environment": self.environment,
         }
-        tags = {"method": spec.method, "family": spec.family, "variant": spec.method.partition("/")[2] or "-",
-                "dataset": spec.dataset_label, "seed": str(spec.seed), "run_key": spec.key,
-                "git_commit": base["environment"]["git_commit"], "method_label": spec.method_label}
+        tags = child_tags(spec, base["environment"]["git_commit"])
         run_id = None
         result: dict[str, Any] = {}
         try:
             data = self._data_for(spec)
             split = get_split(data, SplitSpec(**spec.split), self.cache_root)
-            params = {"method": spec.method, "seed": spec.seed, "dataset": spec.dataset_label,
-                      "params": spec.params, "data": {**spec.dataset_params, "fingerprint": data.fingerprint(),
-                                                       "label_embeddings": data.label_embedding_source},
-                      "split": spec.split, "missing": spec.missing or "complete",
-                      "missing_policy": spec.missing_policy}
-            run_id = self.tracker.start_child(spec.describe(), params, tags)
+            harness = {"method": spec.method, "seed": spec.seed, "dataset": spec.dataset_label,
+                       "data": {**spec.dataset_params, "fingerprint": data.fingerprint(),
+                                "label_embeddings": data.label_embedding_source},
+                       "split": spec.split, "missing": spec.missing or "complete",
+                       "missing_policy": spec.missing_policy}
+            run_id = self.tracker.start_child(run_name(spec), child_params(spec.params, harness), tags)
+            self.tracker.log_dataset(run_id, spec.dataset_label, input_digest(data.fingerprint(), split),
+                                     f"{spec.dataset}:{json.dumps(spec.dataset_params, sort_keys=True)}",
+                                     {"train": len(split.train), "val": len(split.val), "test": len(split.test),
+                                      "retrieval": len(split.retrieval), "split": spec.split,
+                                      "missing": spec.missing or "complete"})
             base["mlflow_run_id"] = run_id
             base["data"] = {**data.summary(), "fingerprint": data.fingerprint()}
             result = execute(spec, data, split, self.device, show_progress=self.show_progress,
                              epoch_echo=None if self.show_progress else self.echo,
-                             on_log=lambda step, m: self.tracker.log_metrics(run_id, m, step))
-            self.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in scalar_metrics(result["metrics"]).items()})
+                             on_log=lambda step, m: self.tracker.log_metrics(run_id, epoch_metrics(m), step))
+            self.tracker.log_metrics(run_id, section("test", scalar_metrics(result["metrics"])))
             if result.get("val_map") is not None:
-                self.tracker.log_metrics(run_id, {"best_val_map": result["val_map"],
-                                                  "best_epoch": result["best_epoch"] or 0})
+                self.tracker.log_metrics(run_id, {"val/best_map": result["val_map"],
+                                                  "val/best_epoch": result["best_epoch"] or 0})
+            if result.get("test_selected"):  # the optimistic figure, labelled as such
+                self.tracker.log_metrics(run_id, section("test_selected_optimistic",
+                                                         scalar_metrics(result["test_selected"])))
+            cost = {**result.get("timings", {}), **{k: v for k, v in result.get("memory", {}).items()},
+                    "parameters": result.get("cost", {}).get("parameters")}
+            self.tracker.log_metrics(run_id, section("cost", scalar_metrics(cost)))
             self._artifacts(run_id, spec, result)
             record = {**base, **result, "status": "ok", "reason": None}
         except KeyboardInterrupt:
@@ -403,6 +424,7 @@ class Runner:
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BenchError) else str(exc)
             record = {**base, **result, "status": "failed", "reason": reason.splitlines()[0] if reason else "",
                       "traceback": traceback.format_exc()}
+            self.tracker.set_tags(run_id, {"failure_reason": record["reason"]})
         record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         record.setdefault("timings", {})["total_s"] = time.perf_counter() - t0
         write_record(record_path(self.results, self.sweep.name, spec.key), record)

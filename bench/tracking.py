@@ -7,6 +7,7 @@ Plugins never see this module: the runner forwards the fit context's logs here.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -32,6 +33,42 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# --- names: what a run, its tags, params and metrics are called in MLflow -------------------
+
+HARNESS_PREFIX = "bench."  # harness parameters (seed, dataset, split, ...); method ones are plain
+SHARED_VIEW_KEY = "bench-by-method"  # the experiment's shared UI state made by `bench ui`
+
+
+def run_name(spec: Any) -> str:
+    """What differs inside an experiment leads: `pgnn_con/no_gan · synthetic · s0`."""
+    return f"{spec.method_label} · {spec.dataset_label} · s{spec.seed}"
+
+
+def child_tags(spec: Any, git_commit: str) -> dict[str, str]:
+    """Tags of a run: method, family, variant (`full` for the family's own model), dataset, seed, run
+    key, commit and whether the working tree had uncommitted changes."""
+    return {"method": spec.method, "family": spec.family, "variant": spec.method.partition("/")[2] or "full",
+            "dataset": spec.dataset_label, "seed": str(spec.seed), "run_key": spec.key,
+            "method_label": spec.method_label, "git_commit": git_commit.removesuffix("-dirty"),
+            "git_dirty": str(git_commit.endswith("-dirty")).lower(), "bench.role": "run"}
+
+
+def child_params(method_params: dict[str, Any], harness: dict[str, Any]) -> dict[str, Any]:
+    """Method hyperparameters as plain params (`D`, `lr`, ...) so the compare view lines methods up;
+    the harness's under `bench.` (`bench.seed`, `bench.split.val`, `bench.data.n`, ...)."""
+    return {**flatten(method_params), **flatten(harness, HARNESS_PREFIX)}
+
+
+def epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Per-epoch values in sections: the validation mAP as `val/map`, losses as `train/<name>`."""
+    return {("val/map" if k == "val_map" else k if "/" in k else f"train/{k}"): v for k, v in metrics.items()}
+
+
+def section(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """`{"map_i2t": x}` -> `{"test/map_i2t": x}`."""
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
 class NullTracker:
     """Tracking switched off: every call is a no-op."""
 
@@ -53,6 +90,19 @@ class NullTracker:
         pass
 
     def end_child(self, run_id: str | None, status: str) -> None:  # noqa: D102
+        pass
+
+    def set_tags(self, run_id: str | None, tags: dict[str, str]) -> None:  # noqa: D102
+        pass
+
+    def log_dataset(self, run_id: str | None, name: str, digest: str, source: str,
+                    profile: dict[str, Any]) -> None:  # noqa: D102
+        pass
+
+    def describe_experiment(self, description: str) -> None:  # noqa: D102
+        pass
+
+    def log_parent_artifact(self, path: Path, subdir: str | None = None) -> None:  # noqa: D102
         pass
 
 
@@ -133,6 +183,60 @@ class MlflowTracker(NullTracker):
         """Close a child run as FINISHED or FAILED."""
         if run_id is not None:
             self.client.set_terminated(run_id, status)
+
+    def set_tags(self, run_id: str | None, tags: dict[str, str]) -> None:
+        """Set tags on a run (e.g. a failed run's `failure_reason`)."""
+        from mlflow.entities import RunTag
+
+        if run_id is not None and tags:
+            try:
+                self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+            except Exception as exc:  # a tag must never change a run's outcome
+                logging.getLogger("bench").warning("MLflow: could not tag run %s: %s", run_id, exc)
+
+    def log_dataset(self, run_id: str | None, name: str, digest: str, source: str, profile: dict[str, Any]) -> None:
+        """Record the run's input (`mlflow.log_input`): dataset name, a digest of data + split, a profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        if run_id is None:
+            return
+        dataset = Dataset(name=name, digest=digest[:36], source_type="bench", source=json.dumps({"uri": source}),
+                          profile=json.dumps(profile, default=str))
+        try:
+            self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
+                                                                                          "train")])])
+        except Exception as exc:  # the record holds the same facts; tracking must not fail the run
+            logging.getLogger("bench").warning("MLflow: could not log the input of run %s: %s", run_id, exc)
+
+    def describe_experiment(self, description: str) -> None:
+        """The experiment's description (shown in the UI) is the sweep's `description`."""
+        if description:
+            self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", description)
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
+
+    def log_parent_artifact(self, path: Path, subdir: str | None = None) -> None:
+        """Attach a file to this invocation's parent run (the sweep file, the report, figures)."""
+        if self.parent_id is not None:
+            self.client.log_artifact(self.parent_id, str(path), artifact_path=subdir)
+
+
+def grouped_view(client: Any, experiment_id: str) -> str:
+    """Write the experiment's shared UI state `bench-by-method`: child runs only, grouped by the
+    `method` tag (mean over seeds), test metrics and the cost as columns, best test Avg first.
+    Returns the share key; open it with `#/experiments/<id>?viewStateShareKey=<key>`."""
+    runs = client.search_runs([experiment_id], filter_string="tags.`bench.role` = 'run'", max_results=1000)
+    metrics = sorted({k for r in runs for k in r.data.metrics if k.startswith(("test/", "val/best", "cost/"))},
+                     key=lambda k: (not k.startswith("test/map"), not k.startswith("test/"), k))
+    state = {
+        "searchFilter": "tags.`bench.role` = 'run'",
+        "orderByKey": "metrics.`test/map_avg`", "orderByAsc": False,
+        "selectedColumns": [f"metrics.`{k}`" for k in metrics] + ["tags.`dataset`", "tags.`seed`",
+                                                                   "tags.`variant`"],
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "method"}]},
+        "runListHidden": False,
+    }
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{SHARED_VIEW_KEY}", json.dumps(state))
+    return SHARED_VIEW_KEY
 
 
 def _metric_key(key: str) -> str:
