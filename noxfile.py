@@ -42,3 +42,10 @@ def perf(session: nox.Session) -> None:
     _install(session)
     session.run("python", "benchmarks/metrics_speed.py")
     session.run("python", "benchmarks/train_throughput.py", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Headless Chromium looks at the html report and the grouped MLflow view (needs Debian's chromium)."""
+    _install(session)
+    session.run("python", "tests/browser/check_pages.py", *(session.posargs or ["results/browser"]))

@@ -334,25 +334,75 @@ def info(name: str) -> None:
 
 @main.command()
 @results_option
-@click.option("--port", default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="interface to bind; 0.0.0.0 exposes the UI (and your runs) to the network")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--tracking-uri", default=None, metavar="URI", help="backend store (default the embedded one)")
-def ui(results: str | None, port: int, tracking_uri: str | None) -> None:
-    """Serve the MLflow UI for the results on http://127.0.0.1:PORT."""
+@click.option("--wait", "wait_s", default=120.0, show_default=True, help="seconds to wait for the server to answer")
+def ui(results: str | None, host: str, port: int, tracking_uri: str | None, wait_s: float) -> None:
+    """Serve the MLflow UI (one worker) and print, per sweep, a link to its runs grouped by method."""
+    import signal
+    import socket
     import subprocess
+    import time
+    import urllib.request
 
-    from bench.tracking import default_uri
+    from bench.tracking import default_uri, grouped_view
 
     root = results_root(results)
     uri = tracking_uri or default_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise BenchError(f"no MLflow store at {uri}; run a sweep first or pass --tracking-uri")
-    click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(port)]
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    views = []
+    for exp in client.search_experiments():
+        if client.search_runs([exp.experiment_id], max_results=1):
+            views.append((exp.name, exp.experiment_id, grouped_view(client, exp.experiment_id)))
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the server
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
+    base = f"http://{shown}:{port}"
+    deadline = time.monotonic() + wait_s
     try:
-        sys.exit(subprocess.call(cmd))
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"the MLflow server exited with code {proc.returncode} before answering; "
+                                 f"its messages are above")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"the MLflow server did not answer on {base} within {wait_s:.0f} s; "
+                                 "raise --wait on a loaded machine")
+            time.sleep(0.5)
+        click.echo(f"MLflow UI ready on {base} (Ctrl-C stops it)")
+        for name, exp_id, key in views:
+            click.echo(f"  {name}: {base}/#/experiments/{exp_id}/runs?viewStateShareKey={key}")
+        if host in ("0.0.0.0", "::"):
+            click.echo("  listening on every interface: anyone who reaches this port sees the runs", err=True)
+        sys.stdout.flush()
+        sys.exit(proc.wait())
     except KeyboardInterrupt:
         pass
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 try:  # the data commands live in their own module
