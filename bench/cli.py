@@ -272,10 +272,13 @@ def dry_run_listing(sweep, runner) -> None:
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage URL for many machines (default: a journal file under the results)")
 @click.option("--device", default=None, help="override the sweep's device")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
+@click.option("--no-mlflow", is_flag=True, help="do not log studies and trials to MLflow")
 @threads_option
 def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
          multirun: bool, results: str | None, trials: int, timeout: float | None, storage: str | None,
-         device: str | None, threads: int | None) -> None:
+         device: str | None, tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
     """Optuna studies on the VALIDATION split, one per (dataset, method) of SWEEP_FILE.
 
     Best parameters are saved as JSON; reuse them in a run sweep with `params_from: PATH`.
@@ -290,8 +293,14 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
     root = results_root(results)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
                        multirun=multirun, only_methods=methods, only_datasets=datasets)
+    tracker = None
+    if not no_mlflow:
+        from bench.tracking import MlflowTracker, default_uri
+
+        tracker = MlflowTracker(tracking_uri or default_uri(root), sweep.name, root.resolve() / "mlartifacts")
+        tracker.describe_experiment(sweep.description)
     run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
-             show_progress=interactive())
+             show_progress=interactive(), tracker=tracker)
 
 
 @main.command(name="list")

@@ -109,16 +109,41 @@ def _trial_line(echo: Callable[[str], None], what: str) -> Callable[[Any, Any], 
     return line
 
 
+def _trial_run(tracker: Any, template: RunSpec, echo: Callable[[str], None]) -> Callable[[Any, Any], None]:
+    """An Optuna callback logging each finished trial as an MLflow child run of the study's run."""
+    from bench.tracking import child_tags
+
+    def log(study: Any, trial: Any) -> None:
+        try:
+            tags = {**child_tags(template, ""), "bench.role": "trial", "optuna.trial": str(trial.number),
+                    "optuna.state": trial.state.name.lower(), "optuna.study": study.study_name}
+            tags.pop("git_commit", None)
+            tags.pop("git_dirty", None)
+            run_id = tracker.start_child(f"trial {trial.number} · {template.method_label} · {template.dataset_label}",
+                                         {**trial.params, "bench.seed": template.seed}, tags)
+            for epoch, value in sorted(trial.intermediate_values.items()):
+                tracker.log_metrics(run_id, {"val/map": value}, step=epoch)
+            if trial.value is not None:
+                tracker.log_metrics(run_id, {"val/best_map": trial.value})
+            tracker.end_child(run_id, "FAILED" if trial.state.name == "FAIL" else "FINISHED")
+        except Exception as exc:  # tracking never stops a study
+            echo(f"warning: trial {trial.number} not logged to MLflow: {type(exc).__name__}: {exc}")
+
+    return log
+
+
 def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None, storage: str | None = None,
-         echo: Callable[[str], None] = print, show_progress: bool = False, worker: int = 0
-         ) -> list[dict[str, Any]]:
+         echo: Callable[[str], None] = print, show_progress: bool = False, worker: int = 0,
+         tracker: Any = None) -> list[dict[str, Any]]:
     """Run (or continue) every study of the sweep; returns the saved best-parameter documents.
 
-    `worker` distinguishes processes optimising one study at once (their samplers differ)."""
+    `worker` distinguishes processes optimising one study at once (their samplers differ).
+    With a `tracker` (bench.tracking), each study invocation is an MLflow run and each trial a
+    child run of it (parameters, validation mAP per epoch, state)."""
     import optuna
 
     from bench.runner import load_dataset
@@ -146,8 +171,24 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
         before = len(study.trials)
         study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(template.seed, before, worker))
         objective = make_objective(entry, template, data, split, device, show_progress)
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError),
-                       callbacks=[_trial_line(echo, f"{template.dataset_label} | {template.method}")])
+        what = f"{template.dataset_label} | {template.method}"
+        callbacks = [_trial_line(echo, what)]
+        if tracker is not None:
+            tracker.start_parent(f"study {template.method} · {template.dataset_label}",
+                                 {"bench.role": "study", "optuna.study": name, "method": template.method,
+                                  "dataset": template.dataset_label})
+            callbacks.append(_trial_run(tracker, template, echo))
+        status = "FAILED"
+        try:
+            study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError),
+                           callbacks=callbacks)
+            status = "FINISHED"
+        finally:
+            if tracker is not None:
+                done = [t.value for t in study.trials if t.value is not None]
+                if done:
+                    tracker.log_metrics(tracker.parent_id, {"val/best_map": max(done)})
+                tracker.end_parent(status)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not done:
             raise BenchError(f"study {name}: no trial completed; see the failures above")
@@ -162,4 +203,7 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
         echo(f"{template.dataset_label} | {template.method}: {len(study.trials) - before} trials "
              f"({pruned} pruned); best validation mAP {best.value:.4f} with {doc['params']} -> {path}")
         saved.append(doc)
+    if saved:
+        where = storage or str(Path(results) / sweep.name / "tune" / "optuna.journal")
+        echo(f"browse the studies: optuna-dashboard {where}   (pip install 'bench[dashboard]')")
     return saved

@@ -30,7 +30,7 @@ def test_tune_saves_the_best_completed_trial_and_a_run_sweep_reuses_it(tmp_path)
         methods: [label_regression]
     """)
     results = tmp_path / "results"
-    assert _invoke("tune", str(sweep), "--trials", "4", "--results", str(results)).exit_code == 0
+    assert _invoke("tune", str(sweep), "--trials", "4", "--results", str(results), "--no-mlflow").exit_code == 0
     path = best_params_path(results, "tunetest", "synthetic", "label_regression")
     doc = json.loads(path.read_text())
     assert 1e-4 <= doc["params"]["lam"] <= 10.0  # inside the method's search space
@@ -63,7 +63,7 @@ def test_a_second_invocation_adds_trials_to_the_same_study(tmp_path):
     """)
     results = tmp_path / "results"
     for _ in range(2):
-        assert _invoke("tune", str(sweep), "--trials", "2", "--results", str(results)).exit_code == 0
+        assert _invoke("tune", str(sweep), "--trials", "2", "--results", str(results), "--no-mlflow").exit_code == 0
     doc = json.loads(best_params_path(results, "again", "synthetic", "label_regression").read_text())
     assert doc["trials"] == 4
 
@@ -87,7 +87,7 @@ def test_a_second_invocation_adds_new_distinct_trials_and_stays_reproducible(tmp
     for folder in ("a", "b"):
         results = tmp_path / folder
         for _ in range(2):
-            assert _invoke("tune", str(sweep), "--trials", "2", "--results", str(results)).exit_code == 0
+            assert _invoke("tune", str(sweep), "--trials", "2", "--results", str(results), "--no-mlflow").exit_code == 0
         runs.append(_journal_trials(results, "distinct:synthetic:label_regression"))
     lams = [p["lam"] for p in runs[0]]
     assert len(lams) == 4 and len(set(lams)) == 4  # the rerun did not replay the first two trials
@@ -153,3 +153,29 @@ def test_search_spaces_suggest_only_known_parameters(method):
     suggested = entry.cls.search_space(trial)
     known = set(entry.cls.Params.__dataclass_fields__)
     assert suggested and set(suggested) <= known
+
+
+def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_pointed_to(tmp_path):
+    from bench.tracking import MlflowTracker, default_uri
+
+    sweep = write_sweep(tmp_path, f"""
+        name: tracked_tune
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [label_regression]
+    """)
+    results = tmp_path / "r"
+    out = _invoke("tune", str(sweep), "--trials", "3", "--results", str(results))
+    assert out.exit_code == 0, out.output
+    assert f"optuna-dashboard {results / 'tracked_tune' / 'tune' / 'optuna.journal'}" in out.output
+    client = MlflowTracker(default_uri(results), "tracked_tune").client
+    exp = client.get_experiment_by_name("tracked_tune")
+    runs = client.search_runs([exp.experiment_id])
+    (study,) = [r for r in runs if r.data.tags.get("bench.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("bench.role") == "trial"]
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == [0, 1, 2]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {study.info.run_id}
+    journal = _journal_trials(results, "tracked_tune:synthetic:label_regression")
+    for r in trials:
+        assert float(r.data.params["lam"]) == pytest.approx(journal[int(r.data.tags["optuna.trial"])]["lam"])
+        assert "val/best_map" in r.data.metrics
+    assert study.data.metrics["val/best_map"] == pytest.approx(max(r.data.metrics["val/best_map"] for r in trials))
