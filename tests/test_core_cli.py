@@ -166,7 +166,7 @@ def test_report_after_a_run_prints_a_table_of_every_method(tmp_path):
     results = tmp_path / "results"
     path = _good_sweep(tmp_path, methods="[{name: cca, params: {dim: 4}}, label_regression]")
     assert _invoke("run", str(path), "--results", str(results), "--no-mlflow").exit_code == 0
-    result = _invoke("report", "--results", str(results))
+    result = _invoke("report", "--results", str(results), "--layout", "long")
     assert result.exit_code == 0
     rows = [line for line in result.output.splitlines() if line.startswith("| synthetic")]
     assert [r.split("|")[2].strip() for r in rows] == ["cca", "label_regression"]
@@ -194,7 +194,7 @@ def test_report_given_a_sweep_file_covers_only_the_runs_that_file_defines(tmp_pa
     wide = _good_sweep(tmp_path, methods="[{name: coretest_counting, grid: {dim: [2, 3]}}]")
     assert _invoke("run", str(wide), "--results", str(results), "--no-mlflow").exit_code == 0
     narrow = _good_sweep(tmp_path, methods="[{name: coretest_counting, grid: {dim: [2]}}]")
-    result = _invoke("report", str(narrow), "--results", str(results))
+    result = _invoke("report", str(narrow), "--results", str(results), "--layout", "long")
     assert result.exit_code == 0
     methods = [line.split("|")[2].strip() for line in result.output.splitlines() if line.startswith("| synthetic")]
     assert methods == ["coretest_counting dim=2"]

@@ -153,7 +153,8 @@ def test_a_failed_child_carries_its_reason_as_a_tag(mlflow_results, tmp_path, fa
     assert "failure_reason" not in runs["0"].data.tags
 
 
-def test_cli_run_describes_the_experiment_and_attaches_sweep_report_and_figures_to_the_parent(tmp_path):
+def test_cli_run_describes_the_experiment_and_attaches_sweep_report_and_figures_to_the_parent(tmp_path,
+                                                                                            mlflow_results):
     from click.testing import CliRunner
 
     from bench.cli import main
@@ -166,9 +167,10 @@ def test_cli_run_describes_the_experiment_and_attaches_sweep_report_and_figures_
         methods: [{{name: cca, params: {{dim: 4}}}}]
     """)
     results = tmp_path / "results"
-    out = CliRunner().invoke(main, ["run", str(path), "--results", str(results)])
+    out = CliRunner().invoke(main, ["run", str(path), "--results", str(results),
+                                    "--tracking-uri", default_uri(mlflow_results)])  # the session's store
     assert out.exit_code == 0, out.output
-    tracker = MlflowTracker(default_uri(results), "parentart")
+    tracker = MlflowTracker(default_uri(mlflow_results), "parentart")
     exp = tracker.client.get_experiment_by_name("parentart")
     assert exp.tags["mlflow.note.content"] == "a tiny sweep whose parent run carries the report"
     (parent,) = [r for r in tracker.client.search_runs([exp.experiment_id])

@@ -108,7 +108,7 @@ def test_tune_prints_one_line_per_trial(tmp_path):
         datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
         methods: [label_regression]
     """)
-    result = _invoke("tune", str(sweep), "--trials", "3", "--results", str(tmp_path / "r"))
+    result = _invoke("tune", str(sweep), "--trials", "3", "--results", str(tmp_path / "r"), "--no-mlflow")
     lines = [line for line in result.output.splitlines() if ": trial " in line]
     assert [line.split(": trial ")[1].split()[0] for line in lines] == ["0", "1", "2"]
     assert all("complete" in line and "lam=" in line and "(best 0." in line for line in lines)
@@ -155,7 +155,7 @@ def test_search_spaces_suggest_only_known_parameters(method):
     assert suggested and set(suggested) <= known
 
 
-def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_pointed_to(tmp_path):
+def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_pointed_to(tmp_path, mlflow_results):
     from bench.tracking import MlflowTracker, default_uri
 
     sweep = write_sweep(tmp_path, f"""
@@ -164,10 +164,11 @@ def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_poin
         methods: [label_regression]
     """)
     results = tmp_path / "r"
-    out = _invoke("tune", str(sweep), "--trials", "3", "--results", str(results))
+    out = _invoke("tune", str(sweep), "--trials", "3", "--results", str(results),
+                  "--tracking-uri", default_uri(mlflow_results))  # the session's store: created once
     assert out.exit_code == 0, out.output
     assert f"optuna-dashboard {results / 'tracked_tune' / 'tune' / 'optuna.journal'}" in out.output
-    client = MlflowTracker(default_uri(results), "tracked_tune").client
+    client = MlflowTracker(default_uri(mlflow_results), "tracked_tune").client
     exp = client.get_experiment_by_name("tracked_tune")
     runs = client.search_runs([exp.experiment_id])
     (study,) = [r for r in runs if r.data.tags.get("bench.role") == "study"]
