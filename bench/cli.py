@@ -211,7 +211,7 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, layout: str, 
             sw = load_sweep(item, cache_root=root / "cache")
             names.append(sw.name)
             keys = (keys or set()) | {s.key for s in sw.specs if s.dataset_label not in sw.skipped}
-            expected = {**(expected or {}), **{s.key: s.describe() for s in sw.specs
+            expected = {**(expected or {}), **{s.key: (s.dataset_label, s.method_label, s.seed) for s in sw.specs
                                                if s.dataset_label not in sw.skipped}}
         else:
             if item not in existing:

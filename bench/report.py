@@ -568,7 +568,7 @@ def _html(table: Table, digits: int) -> str:
 
 
 def missing_notes(records: list[dict[str, Any]], df: pd.DataFrame, sweep: str, keys: set[str] | None = None,
-                  expected: dict[str, str] | None = None) -> list[str]:
+                  expected: dict[str, tuple[str, str, int]] | None = None) -> list[str]:
     """Lines naming the failed runs (no ok record of the same run key), the runs of the sweep file
     without any record, and the seeds a method lacks compared with the others on its dataset."""
     lines = []
@@ -586,7 +586,13 @@ def missing_notes(records: list[dict[str, Any]], df: pd.DataFrame, sweep: str, k
                      f"{(rec.get('reason') or '').strip()}")
     if expected:
         have = {r["key"] for r in records}
-        lines += [f"missing (no record; run the sweep): {what}" for key, what in expected.items() if key not in have]
+        lacking: dict[tuple[str, str], list[str]] = {}
+        for key, (dataset, method, seed) in expected.items():
+            if key not in have:
+                lacking.setdefault((dataset, method), []).append(str(seed))
+        lines += [f"missing (no record of the sweep file's current definition; `bench run` makes it): "
+                  f"{dataset} | {method} | seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+                  for (dataset, method), seeds in lacking.items()]
     d = df[df["sweep"] == sweep]
     for ds, g in d.groupby("dataset", sort=False):
         all_seeds = set(g["seed"])
@@ -613,7 +619,8 @@ class Report:
 
 def build(results: Path, sweeps: list[str] | None = None, keys: set[str] | None = None, *,
           layout: str = "paper", metric: str = "map", caption: str | None = None, label: str | None = None,
-          cost: bool = False, test: str = "t", expected: dict[str, str] | None = None) -> Report:
+          cost: bool = False, test: str = "t", expected: dict[str, tuple[str, str, int]] | None = None
+          ) -> Report:
     """Read the records and assemble the tables and notes of each sweep."""
     if layout not in LAYOUTS:
         raise BenchError(f"unknown layout '{layout}'; use paper or long")

@@ -249,3 +249,19 @@ def test_an_artifact_logged_in_fit_reaches_the_record(tmp_path):
     assert art["shape"] == [6, 6] and len(art["axis_labels"]) == 6
     assert np.allclose(art["data"], np.asarray(art["data"]).T)
     assert adjacency_figures(tmp_path / "r", tmp_path / "f")
+
+
+def test_runs_of_the_sweep_file_without_a_record_are_listed_as_missing(tmp_path):
+    results = tmp_path / "results"
+    one = write_sweep(tmp_path, f"""
+        name: miss
+        seeds: [0]
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [{{name: cca, params: {{dim: 4}}}}]
+    """, name="one")
+    assert CliRunner().invoke(main, ["run", str(one), "--results", str(results), "--no-mlflow"]).exit_code == 0
+    two = write_sweep(tmp_path, one.read_text().replace("seeds: [0]", "seeds: [0, 1, 2]"), name="two")
+    out = CliRunner().invoke(main, ["report", str(two), "--results", str(results)])
+    assert out.exit_code == 0, out.output
+    assert "missing (no record of the sweep file's current definition; `bench run` makes it): " \
+           "synthetic | cca | seeds 1, 2" in out.output
