@@ -16,8 +16,8 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (what CI runs)."""
-    _install(session)
+    """The test suite (what CI runs; the vision extra is needed by the image feature tests)."""
+    _install(session, "dev,vision")
     session.run("pytest", *session.posargs)
 
 

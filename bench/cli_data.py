@@ -125,16 +125,30 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path)
 @click.argument("name")
 @click.option("--from", "source", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="an unpacked tree instead of downloading")
-@click.option("--param", "pairs", multiple=True, metavar="K=V", help="dataset parameter (repeatable)")
-@click.option("--workers", type=int, default=None, help="processes for feature extraction (default: up to 2)")
+@click.option("--param", "pairs", multiple=True, metavar="K=V",
+              help="dataset parameter (repeatable), e.g. image_features=handcrafted")
+@click.option("--workers", type=int, default=None, help="processes / threads reading images (default: up to 2)")
+@click.option("--device", default="auto", show_default=True,
+              help="where CNN / sentence-embedding features are computed: auto (GPU when present), cpu, cuda")
+@click.option("--clean", is_flag=True, help="once the features are cached, delete the downloaded packages and tree")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
-def prepare(name: str, source: Path | None, pairs: tuple[str, ...], workers: int | None, cache_dir: Path) -> None:
-    """Fetch and/or precompute the features of dataset NAME (e.g. openclipart)."""
+def prepare(name: str, source: Path | None, pairs: tuple[str, ...], workers: int | None, device: str, clean: bool,
+            cache_dir: Path) -> None:
+    """Fetch and/or precompute the features of dataset NAME (e.g. openclipart); say what stays on disk."""
+    import inspect
+
     try:
         ds = make_dataset(name, parse_params(pairs), cache_dir)
         if not hasattr(ds, "prepare"):
             raise ConfigError(f"dataset {name} needs no preparation")
-        path = ds.prepare(source=source, log=click.echo, workers=workers)
+        accepted = inspect.signature(ds.prepare).parameters
+        kwargs: dict[str, Any] = {"source": source, "log": click.echo, "workers": workers}
+        for option, value, default in (("device", device, "auto"), ("clean", clean, False)):
+            if option in accepted:
+                kwargs[option] = value
+            elif value != default:
+                raise ConfigError(f"dataset {name}: prepare has no --{option} option")
+        path = ds.prepare(**kwargs)
     except BenchError as exc:
         click.echo(f"problem: {exc}", err=True)
         sys.exit(1)

