@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ from bench.data import CrossModalData
 from bench.errors import BenchError, ConfigError
 from bench.params import build
 
-DEFAULT_CACHE = Path("results/cache")
+
+def default_cache() -> Path:
+    """Where `bench run` looks for prepared files: <results>/cache, results = $BENCH_RESULTS or ./results."""
+    return Path(os.environ.get("BENCH_RESULTS", "results")) / "cache"
+
+
+cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                            help="prepared-data folder (default: $BENCH_RESULTS/cache, else results/cache: where "
+                                 "`bench run` looks; use <DIR>/cache with `bench run --results DIR`)")
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -30,10 +39,11 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def make_dataset(name: str, params: dict[str, Any], cache_dir: Path) -> Any:
-    """A dataset plugin instance built from validated params."""
+def make_dataset(name: str, params: dict[str, Any], cache_dir: Path | None) -> Any:
+    """A dataset plugin instance built from validated params; its cache is <cache_dir>/<name>."""
     from bench.registry import get_dataset
 
+    cache_dir = default_cache() if cache_dir is None else cache_dir
     cls = get_dataset(name)
     if "root" in params and "root" not in {f.name for f in dataclasses.fields(cls.Params)}:
         raise ConfigError(f"dataset {name}: has no 'root' parameter (its data is not read from a folder)")
@@ -88,8 +98,8 @@ def data() -> None:
 @click.argument("name")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="data folder (sets the param 'root')")
 @click.option("--param", "pairs", multiple=True, metavar="K=V", help="dataset parameter (repeatable)")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
-def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path) -> None:
+@cache_option
+def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path | None) -> None:
     """Load dataset NAME and print a summary, or every problem found (exit status 1)."""
     ds = None
     try:
@@ -131,9 +141,9 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path)
 @click.option("--device", default="auto", show_default=True,
               help="where CNN / sentence-embedding features are computed: auto (GPU when present), cpu, cuda")
 @click.option("--clean", is_flag=True, help="once the features are cached, delete the downloaded packages and tree")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True)
+@cache_option
 def prepare(name: str, source: Path | None, pairs: tuple[str, ...], workers: int | None, device: str, clean: bool,
-            cache_dir: Path) -> None:
+            cache_dir: Path | None) -> None:
     """Fetch and/or precompute the features of dataset NAME (e.g. openclipart); say what stays on disk."""
     import inspect
 

@@ -89,3 +89,14 @@ def test_prepare_rejects_a_bad_device_and_options_a_dataset_lacks(tmp_path):
     res = CliRunner().invoke(data, ["prepare", "openclipart", "--from", str(tree), "--param", "image_features=vgg",
                                     "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 1 and "image_features" in res.output and "handcrafted" in res.output
+
+
+def test_prepare_writes_where_bench_run_looks_under_bench_results(tmp_path, monkeypatch):
+    tree = make_tree(tmp_path / "tree")
+    monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "res"))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(data, ["prepare", "openclipart", "--from", str(tree), "--workers", "1",
+                                    "--param", "image_features=handcrafted"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "res/cache/openclipart").glob("image-handcrafted-*.npz"))) == 1
+    assert not (tmp_path / "results").exists()
