@@ -163,7 +163,8 @@ class OpenClipart(Dataset):
             elif key and f.stem.endswith(f"-{key}"):
                 rows.append((f, "prepared features (runs load these)"))
             else:
-                rows.append((f, "stale (another version of bench or an older tree): safe to delete"))
+                rows.append((f, "not for the tree last prepared (an older tree or version of bench): "
+                                "delete unless you still use that tree"))
         log("kept on disk:")
         for path, what in rows:
             log(f"  {path}  {prep.human(prep.disk_usage(path))}  {what}")

@@ -161,10 +161,10 @@ class Progress:
             while self.next <= self.done:
                 self.next += self.every
             secs = time.monotonic() - self.started
-            pct = 100 * self.done / max(self.total, 1)
+            pct = 100 * self.done // max(self.total, 1)  # floor: 100% only when done
             left = secs / self.done * (self.total - self.done) if self.done else 0.0
             tail = f", ~{left:.0f} s left" if self.done < self.total else ""
-            self.log(f"  {self.what}: {self.done}/{self.total} ({pct:.0f}%), {secs:.0f} s{tail}")
+            self.log(f"  {self.what}: {self.done}/{self.total} ({pct}%), {secs:.0f} s{tail}")
 
 
 class CnnFeatures:

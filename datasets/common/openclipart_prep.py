@@ -441,7 +441,7 @@ def prepare_items(items: list[Item], key: str, tree: Path, out: Path, log: Calla
         labels[i, row] = 1
     stats = {"prep_version": PREP_VERSION, "distinct_pngs": len(items), "paths": sum(len(it.folders) for it in items),
              "text": {k: v for k, v in counts.items() if v}, "no_concept": int((labels.sum(1) == 0).sum()),
-             "seconds": round(time.monotonic() - started, 1), "source": str(tree), "key": key}
+             "seconds": round(time.monotonic() - started, 1), "source": str(Path(tree).resolve()), "key": key}
     atomic_savez(out, {"labels": labels, "label_names": np.array(CONCEPT_NAMES),
                        "ids": pack_strings([it.rel for it in items]),
                        "tokens": pack_strings(token_docs), "raw_text": pack_strings(raw_docs),
@@ -576,7 +576,7 @@ def prepare(tree: Path, cache_dir: Path, image_features: str = "auto", text_feat
             log(f"wrote {f_text}")
     latest = cache_dir / "latest.json"
     tmp = latest.with_name(f".latest-{os.getpid()}.json")
-    tmp.write_text(json.dumps({"key": key, "source": str(tree), "prep_version": PREP_VERSION}))
+    tmp.write_text(json.dumps({"key": key, "source": str(Path(tree).resolve()), "prep_version": PREP_VERSION}))
     os.replace(tmp, latest)
     return f_image
 
