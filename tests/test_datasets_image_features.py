@@ -149,6 +149,7 @@ def test_files_give_deterministic_rows_and_reasons_for_bad_files(nets, tmp_path)
 def test_rendering_composites_on_white_and_pads_to_a_square(tmp_path):
     m = module()
     white = m.normalise(np.ones((1, 1, 3), np.float32))[:, 0, 0]
+    np.testing.assert_allclose(white, [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-6)
     clear = m.render_image(Image.new("RGBA", (50, 20), (0, 0, 0, 0)))
     assert clear.shape == (3, 224, 224) and np.allclose(clear, white[:, None, None], atol=1e-5)
     black = m.render_image(Image.new("RGB", (100, 50), (0, 0, 0)))  # 224 x 112 in the middle
