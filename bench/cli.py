@@ -58,6 +58,16 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    if value:
+        from bench.registry import request_plugins
+
+        request_plugins(value, "--plugins")
+
+
+plugins_option = click.option("--plugins", multiple=True, metavar="DIR", expose_value=False, callback=_request_plugins,
+                              help="a plugin folder (holding methods/ and/or datasets/) to import; repeatable")
+
 results_option = click.option("--results", "results", default=None, metavar="DIR",
                               help="results folder (default $BENCH_RESULTS or ./results)")
 
@@ -84,6 +94,7 @@ def selection_options(f):
               help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
 @click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")
 @threads_option
+@plugins_option
 def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
         multirun: bool, results: str | None, force: bool, dry_run: bool, device: str | None,
         tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
@@ -189,6 +200,7 @@ def publish_to_parent(tracker, sweep, root: Path) -> None:  # noqa: ANN001
 @click.option("--figures", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="also write figures (PNG + PDF) to DIR: PR and P@K curves with a std band, validation mAP per "
                    "epoch, label adjacency")
+@plugins_option
 def report(sweeps: tuple[str, ...], results: str | None, fmt: str, layout: str, metric: str, digits: int,
            caption: str | None, label: str | None, cost: bool, stat_test: str, output: str | None,
            figures: str | None) -> None:
@@ -276,6 +288,7 @@ def dry_run_listing(sweep, runner) -> None:
               help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
 @click.option("--no-mlflow", is_flag=True, help="do not log studies and trials to MLflow")
 @threads_option
+@plugins_option
 def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
          multirun: bool, results: str | None, trials: int, timeout: float | None, storage: str | None,
          device: str | None, tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
@@ -307,9 +320,14 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
 @click.argument("what", type=click.Choice(["methods", "datasets"]))
 @click.argument("pattern", required=False, default="*")
 @click.option("--verbose", "-v", is_flag=True, help="every parameter of each match (as `bench info`)")
+@plugins_option
 def list_(what: str, pattern: str, verbose: bool) -> None:
-    """List registered methods (with what each variant fixes) or datasets; PATTERN is a wildcard."""
-    from bench.registry import dataset_classes, match, method_entries
+    """List registered methods (with what each variant fixes) or datasets, and where each comes from.
+
+    PATTERN is a wildcard. The origin is `built-in`, `path FILE` (a user plugin folder) or
+    `entry point MODULE:CLASS (DISTRIBUTION)`.
+    """
+    from bench.registry import dataset_classes, match, method_entries, origin_of
 
     if verbose:
         from bench.info import info as describe
@@ -324,15 +342,16 @@ def list_(what: str, pattern: str, verbose: bool) -> None:
         for name in match(list(entries), pattern):
             e = entries[name]
             fixed = ", ".join(f"{k}={v}" for k, v in e.fixed.items())
-            click.echo(f"{name:28s} {e.description}" + (f"  [fixes {fixed}]" if fixed else ""))
+            click.echo(f"{name:28s} {e.description}" + (f"  [fixes {fixed}]" if fixed else "") + f"  ({e.origin})")
     else:
         classes = dataset_classes()
         for name in match(list(classes), pattern):
-            click.echo(f"{name:28s} {classes[name].description}")
+            click.echo(f"{name:28s} {classes[name].description}  ({origin_of('dataset', name)})")
 
 
 @main.command()
 @click.argument("name")
+@plugins_option
 def info(name: str) -> None:
     """Every parameter of a method (or dataset): type, default, range, help, presets, search space."""
     from bench.info import info as describe

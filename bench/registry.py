@@ -1,32 +1,71 @@
-"""Registries of methods and datasets, filled from plugin folders and entry points.
+"""Registries of methods and datasets: the built-in plugins, entry points, and user plugin folders.
 
-Plugin folders (`methods/`, `datasets/`) are imported by path under the private package
-names `_bench_plugins[_N].methods` / `.datasets`, so nothing shadows the PyPI `datasets`
-package. Folders are searched in: the project root next to the `bench` package, the current
-directory, and every root listed in `BENCH_PLUGIN_PATH` (os.pathsep-separated). Third-party
-packages add plugins through the entry-point groups `bench.methods` and `bench.datasets`.
+Where plugins come from, in loading order:
+
+1. Built-in: the project's top-level `methods/` and `datasets/` folders, installed (wheel or
+   editable) as the private package `_bench_plugins.methods` / `_bench_plugins.datasets`, so
+   nothing claims the top-level name `datasets` (a popular PyPI package). When `bench` itself is
+   imported from a source checkout (its parent folder holds the project's pyproject.toml), that
+   checkout's folders are used, so the plugins always match the `bench` code that runs.
+2. Entry points: installed packages add classes through the groups `bench.methods` and
+   `bench.datasets`.
+3. User plugin folders, only when asked for: every root listed in `BENCH_PLUGIN_PATH`
+   (os.pathsep-separated), the `plugins = [...]` list of `[tool.bench]` in the nearest
+   pyproject.toml (the current directory or its closest parent that has one; paths relative to it),
+   `--plugins DIR` on the command line, and a sweep's `plugins:` key (relative to the sweep file).
+   A plugin root holds `methods/` and/or `datasets/`; every `*.py` file there not starting with
+   '_' is imported under `_bench_user_<hash>.<kind>`, so relative imports (`from .common import x`)
+   work. The current directory is never searched by itself.
+
+The same file reached twice is loaded once. A user plugin (folder or entry point) registering a
+built-in's name replaces it and says so on stderr; two different non-built-in classes claiming one
+name is an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import sys
+import tomllib
 import types
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.dataset import Dataset
-from bench.errors import BenchError, UnknownNameError
+from bench.errors import BenchError, ConfigError, UnknownNameError
 from bench.method import Method
 from bench.params import near
 
+BUILTIN_PACKAGE = "_bench_plugins"
+KINDS = ("methods", "datasets")
+USER_PREFIX = "_bench_user_"
+
 _METHOD_CLASSES: dict[str, type[Method]] = {}
 _DATASET_CLASSES: dict[str, type[Dataset]] = {}
-_LOADED = False
+_ORIGINS: dict[tuple[str, str], Origin] = {}  # (kind, name) -> where the registered class came from
+_LOADED = False  # built-ins, entry points, BENCH_PLUGIN_PATH and [tool.bench] loaded
+_REQUESTED: list[tuple[Path, str]] = []  # roots asked for (--plugins), loaded on the next lookup
+_ROOTS_DONE: set[Path] = set()  # real paths of plugin kind folders already imported
+_FILES_DONE: set[Path] = set()  # real paths of plugin files already imported
+_CURRENT: list[Origin] = []  # the origin of the plugin being imported (a stack)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a plugin class came from: 'built-in', 'path' (a user plugin file) or 'entry point'."""
+
+    kind: str
+    where: str = ""
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "built-in" else f"{self.kind} {self.where}".strip()
 
 
 @dataclass(frozen=True)
@@ -44,6 +83,16 @@ class MethodEntry:
         """The family (base) name."""
         return self.cls.name
 
+    @property
+    def origin(self) -> Origin:
+        """Where the family class came from."""
+        return origin_of("method", self.cls.name)
+
+
+def origin_of(kind: str, name: str) -> Origin:
+    """Where the class registered as `name` ('method' or 'dataset') came from."""
+    return _ORIGINS.get((kind, name), Origin("code"))
+
 
 def _check_name(name: str, kind: str, obj: Any) -> None:
     if not name or not isinstance(name, str) or "/" in name:
@@ -51,13 +100,25 @@ def _check_name(name: str, kind: str, obj: Any) -> None:
 
 
 def _register(table: dict[str, Any], kind: str, cls: Any) -> Any:
-    """Add `cls` under `cls.name`; the same class again is a no-op, another class is an error."""
+    """Add `cls` under `cls.name`.
+
+    The same class (same source file) again is a no-op; a user plugin replaces a built-in with one
+    line on stderr; any other second class under a taken name is an error.
+    """
     _check_name(cls.name, kind, cls)
+    origin = _CURRENT[-1] if _CURRENT else Origin("code", cls.__module__)
+    if origin.kind == "path":  # name the file, not just the plugin root
+        origin = Origin("path", _qualname(cls).rpartition(":")[0])
     old = table.get(cls.name)
     if old is not None and _qualname(old) != _qualname(cls):
-        raise BenchError(f"{kind} name '{cls.name}' is registered twice: {_qualname(old)} and "
-                         f"{_qualname(cls)}; rename one")
+        old_origin = origin_of(kind, cls.name)
+        if old_origin.kind == "built-in" and origin.kind in ("path", "entry point"):
+            print(f"bench: {kind} '{cls.name}' from {origin} overrides the built-in one", file=sys.stderr)
+        else:
+            raise BenchError(f"{kind} name '{cls.name}' is registered twice: {_qualname(old)} ({old_origin}) and "
+                             f"{_qualname(cls)} ({origin}); rename one or leave one out of the plugin paths")
     table[cls.name] = cls
+    _ORIGINS[(kind, cls.name)] = origin
     return cls
 
 
@@ -72,43 +133,71 @@ def register_dataset(cls: type[Dataset]) -> type[Dataset]:
 
 
 def _qualname(cls: type) -> str:
-    return f"{getattr(cls, '__plugin_file__', cls.__module__)}:{cls.__qualname__}"
+    """The class's source file (real path: the same file under two module names is one class) and name."""
+    where = getattr(cls, "__plugin_file__", None) or getattr(sys.modules.get(cls.__module__), "__file__", None)
+    where = os.path.realpath(where) if where else cls.__module__
+    return f"{where}:{cls.__qualname__}"
 
 
-def plugin_roots() -> list[Path]:
-    """Folders that may hold `methods/` and `datasets/` plugin folders, in search order."""
-    roots = [Path(__file__).resolve().parent.parent, Path.cwd()]
-    roots += [Path(p) for p in os.environ.get("BENCH_PLUGIN_PATH", "").split(os.pathsep) if p]
-    seen, out = set(), []
-    for root in roots:
-        real = root.resolve()
-        if real not in seen and ((real / "methods").is_dir() or (real / "datasets").is_dir()):
-            seen.add(real)
-            out.append(real)
-    return out
+@contextlib.contextmanager
+def _loading(origin: Origin) -> Iterator[None]:
+    _CURRENT.append(origin)
+    try:
+        yield
+    finally:
+        _CURRENT.pop()
+
+
+def source_checkout() -> Path | None:
+    """The project folder when `bench` is imported from a source checkout (editable or not), else None."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        name = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("name")
+    except (OSError, ValueError):
+        return None
+    return root if name == "bench" and all((root / k).is_dir() for k in KINDS) else None
+
+
+def builtin_folder(kind: str) -> Path | None:
+    """The folder of the built-in `methods`, `datasets` or `sweeps`, wherever bench is installed."""
+    checkout = source_checkout()
+    if checkout is not None:
+        return checkout / kind if (checkout / kind).is_dir() else None
+    spec = importlib.util.find_spec(f"{BUILTIN_PACKAGE}.{kind}")
+    for entry in (spec.submodule_search_locations or []) if spec else []:
+        if Path(entry).is_dir():
+            return Path(entry).resolve()
+    return None
+
+
+def _package(name: str, folder: Path | None) -> None:
+    """Register an (empty) package `name` searching `folder`, unless it is imported already."""
+    if name in sys.modules:
+        return
+    init = folder / "__init__.py" if folder else None
+    if init is not None and init.exists():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return
+    module = types.ModuleType(name)
+    module.__path__ = [str(folder)] if folder else []  # a container: its children are registered explicitly
+    module.__package__ = name
+    sys.modules[name] = module
 
 
 def _import_folder(folder: Path, package: str) -> None:
-    """Import every `*.py` file of `folder` (not starting with '_') as `package.<stem>`."""
-    if package not in sys.modules:
-        init = folder / "__init__.py"
-        if init.exists():
-            spec = importlib.util.spec_from_file_location(
-                package, init, submodule_search_locations=[str(folder)])
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-            sys.modules[package] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            module = types.ModuleType(package)
-            module.__path__ = [str(folder)]
-            module.__package__ = package
-            sys.modules[package] = module
+    """Import every `*.py` file of `folder` (not starting with '_') as `package.<stem>`, each file once."""
+    _package(package, folder)
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
+        real = path.resolve()
         modname = f"{package}.{path.stem}"
-        if modname in sys.modules:
+        if modname in sys.modules or real in _FILES_DONE:
             continue
+        _FILES_DONE.add(real)
         try:
             importlib.import_module(modname)
         except BenchError:
@@ -118,26 +207,123 @@ def _import_folder(folder: Path, package: str) -> None:
             raise BenchError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-def load_plugins() -> None:
-    """Discover plugin folders and entry points once."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for i, root in enumerate(plugin_roots()):
-        base = "_bench_plugins" if i == 0 else f"_bench_plugins_{i}"
-        if base not in sys.modules:
-            top = types.ModuleType(base)
-            top.__path__ = []  # container only: its children are registered explicitly
-            sys.modules[base] = top
-        for kind in ("methods", "datasets"):
-            if (root / kind).is_dir():
-                _import_folder(root / kind, f"{base}.{kind}")
+def _load_builtins() -> None:
+    checkout = source_checkout()
+    if checkout is not None:
+        _package(BUILTIN_PACKAGE, None)
+    with _loading(Origin("built-in")):
+        for kind in KINDS:
+            folder = builtin_folder(kind)
+            if folder is None:
+                continue
+            if checkout is not None:
+                _package(f"{BUILTIN_PACKAGE}.{kind}", folder)
+            else:
+                importlib.import_module(f"{BUILTIN_PACKAGE}.{kind}")
+            _ROOTS_DONE.add(folder.resolve())
+            _import_folder(folder, f"{BUILTIN_PACKAGE}.{kind}")
+
+
+def _load_entry_points() -> None:
     for group, register in (("bench.methods", register_method), ("bench.datasets", register_dataset)):
         for ep in importlib.metadata.entry_points(group=group):
-            obj = ep.load()
-            if isinstance(obj, type):
-                register(obj)
+            dist = getattr(ep.dist, "name", None)
+            with _loading(Origin("entry point", f"{ep.value}" + (f" ({dist})" if dist else ""))):
+                try:
+                    obj = ep.load()
+                except BenchError:
+                    raise
+                except Exception as exc:
+                    raise BenchError(f"entry point {ep.name} = {ep.value} ({group}) failed to load: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                if isinstance(obj, type):
+                    register(obj)
+
+
+def load_root(root: str | Path, asked_by: str = "--plugins") -> None:
+    """Import the plugin root `root` (a folder holding methods/ and/or datasets/) unless loaded already.
+
+    `asked_by` names where the path came from, for the error when it is not a plugin root.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{asked_by}: plugin folder {root} does not exist (or is not a folder)")
+    kinds = [k for k in KINDS if (root / k).is_dir()]
+    if not kinds:
+        raise ConfigError(f"{asked_by}: plugin folder {root} has no methods/ or datasets/ folder; "
+                          "put plugin files in <folder>/methods/*.py or <folder>/datasets/*.py")
+    real = root.resolve()
+    base = USER_PREFIX + hashlib.sha256(str(real).encode()).hexdigest()[:10]
+    for kind in kinds:
+        folder = (root / kind).resolve()
+        if folder in _ROOTS_DONE:
+            continue
+        _ROOTS_DONE.add(folder)
+        _package(base, None)
+        with _loading(Origin("path", str(real))):
+            _import_folder(folder, f"{base}.{kind}")
+
+
+def env_plugin_paths() -> list[Path]:
+    """The roots listed in BENCH_PLUGIN_PATH."""
+    return [Path(p) for p in os.environ.get("BENCH_PLUGIN_PATH", "").split(os.pathsep) if p]
+
+
+def project_file(start: Path | None = None) -> Path | None:
+    """The nearest pyproject.toml: in `start` (default the current directory) or its closest parent having one."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder / "pyproject.toml"
+    return None
+
+
+def project_plugin_paths(start: Path | None = None) -> list[Path]:
+    """`[tool.bench] plugins = [...]` of the nearest pyproject.toml, relative to its folder."""
+    path = project_file(start)
+    if path is None:
+        return []
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as TOML ({exc}); bench reads [tool.bench] from the nearest "
+                          "pyproject.toml") from None
+    section = doc.get("tool", {}).get("bench")
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [tool.bench] must be a table")
+    unknown = set(section) - {"plugins"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{path}: [tool.bench] has an unknown key '{key}'{near(key, ['plugins'])}; allowed: plugins")
+    plugins = section.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise ConfigError(f"{path}: [tool.bench] plugins must be a list of folder paths (strings), got {plugins!r}")
+    return [path.parent / p for p in plugins]
+
+
+def request_plugins(paths: Iterable[str | Path], asked_by: str = "--plugins") -> None:
+    """Ask for plugin roots (e.g. from --plugins); they are imported on the next registry lookup."""
+    _REQUESTED.extend((Path(p), asked_by) for p in paths)
+
+
+def load_plugins(paths: Iterable[str | Path] = (), asked_by: str = "--plugins") -> None:
+    """Import the built-in plugins and entry points (once), the user plugin roots asked for, and `paths`."""
+    global _LOADED
+    todo: list[tuple[Path, str]] = []
+    if not _LOADED:
+        _LOADED = True
+        _load_builtins()
+        _load_entry_points()
+        todo += [(p, "BENCH_PLUGIN_PATH") for p in env_plugin_paths()]
+        project = project_file()
+        todo += [(p, f"{project} [tool.bench] plugins") for p in project_plugin_paths()]
+    todo += _REQUESTED
+    _REQUESTED.clear()
+    todo += [(Path(p), asked_by) for p in paths]
+    for root, who in todo:
+        load_root(root, who)
 
 
 def method_entries() -> dict[str, MethodEntry]:

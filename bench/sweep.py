@@ -21,11 +21,11 @@ import yaml
 
 from bench import params as P
 from bench.errors import BenchError, ConfigError
-from bench.registry import MethodEntry, get_dataset, get_method
+from bench.registry import MethodEntry, builtin_folder, get_dataset, get_method, load_plugins
 from bench.splits import MissingSpec, SplitSpec
 
 TOP_KEYS = {"name", "description", "device", "seeds", "split", "datasets", "methods", "overrides", "test_selected",
-            "split_per_seed"}
+            "split_per_seed", "plugins"}
 DATASET_KEYS = {"name", "label", "params", "split", "missing", "missing_policy", "optional"}
 METHOD_KEYS = {"name", "label", "params", "grid", "params_from"}
 
@@ -115,6 +115,7 @@ class Sweep:
     specs: list[RunSpec]
     description: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
+    plugins: list[Path] = field(default_factory=list)  # the plugin folders of its `plugins:` key (resolved)
 
 
 class _Where:
@@ -142,10 +143,26 @@ def _check_keys(d: dict, allowed: set[str], where: str) -> None:
                               f"allowed: {', '.join(sorted(allowed))}")
 
 
+def builtin_sweeps() -> dict[str, Path]:
+    """The sweeps shipped with bench (the project's sweeps/ folder), by name."""
+    folder = builtin_folder("sweeps")
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder else {}
+
+
+def sweep_path(path: str | Path) -> Path:
+    """`path`, or the shipped sweep of that name when `path` is a bare name that is not a file (`quick`)."""
+    path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and path.suffix == "":
+        return builtin_sweeps().get(path.name, path)
+    return path
+
+
 def read_yaml(path: Path) -> Any:
     """Safe-load a YAML file with one-line errors."""
     if not path.exists():
-        raise ConfigError(f"{path}: no such sweep file")
+        shipped = ", ".join(builtin_sweeps())
+        raise ConfigError(f"{path}: no such sweep file" + (f"; shipped sweeps (usable by name): {shipped}"
+                                                            if shipped else ""))
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
@@ -171,7 +188,7 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
     """
     from bench import overrides as O
 
-    path = Path(path)
+    path = sweep_path(path)
     raw = read_yaml(path)
     parsed = [O.parse(token, multirun) for token in overrides]
     raw = O.apply(raw, parsed, TOP_KEYS, DATASET_KEYS, METHOD_KEYS)
@@ -179,6 +196,7 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep file must be a mapping with 'datasets' and 'methods' keys")
     _check_keys(raw, TOP_KEYS, at("(top level)").rstrip("."))
+    plugins = _plugin_roots(raw.get("plugins"), path, at)
     for required in ("datasets", "methods"):
         if required not in raw:
             raise ConfigError(f"{path}: missing required key '{required}'; see the sweep reference in README.md")
@@ -304,7 +322,22 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
         labels = {s.dataset_label for s in specs}
         skipped = {k: v for k, v in skipped.items() if k in labels}
     return Sweep(name=name, path=path, device=dev, specs=specs, description=str(raw.get("description", "")),
-                 skipped=skipped)
+                 skipped=skipped, plugins=plugins)
+
+
+def _plugin_roots(value: Any, path: Path, at: _Where) -> list[Path]:
+    """The `plugins:` folders (relative to the sweep file), imported now so the sweep can use their names."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{at('plugins')}: expected a list of plugin folders (each holding methods/ and/or "
+                          f"datasets/), got {value!r}")
+    roots = [(path.parent / v).resolve() for v in value]
+    for i, root in enumerate(roots):
+        load_plugins([root], asked_by=at("plugins", i))
+    return roots
 
 
 def _layered(layers: list[tuple[str, dict]], key: str) -> dict[str, Any]:
