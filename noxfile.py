@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def quick(session: nox.Session) -> None:
-    """The embedded default run: the quick sweep, then its report."""
+    """The embedded default run: the quick sweep (the TPAMI 2023 model, ablations, baselines), then its report."""
     _install(session)
     session.run("bench", "run", "sweeps/quick.yaml")
     session.run("bench", "report", "quick")

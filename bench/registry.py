@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -110,13 +111,15 @@ def _register(table: dict[str, Any], kind: str, cls: Any) -> Any:
     if origin.kind == "path":  # name the file, not just the plugin root
         origin = Origin("path", _qualname(cls).rpartition(":")[0])
     old = table.get(cls.name)
-    if old is not None and _qualname(old) != _qualname(cls):
+    if old is not None and _qualname(old) == _qualname(cls):
+        return cls  # the same class (or the same file imported again): keep the first and its origin
+    if old is not None:
         old_origin = origin_of(kind, cls.name)
         if old_origin.kind == "built-in" and origin.kind in ("path", "entry point"):
             print(f"bench: {kind} '{cls.name}' from {origin} overrides the built-in one", file=sys.stderr)
         else:
-            raise BenchError(f"{kind} name '{cls.name}' is registered twice: {_qualname(old)} ({old_origin}) and "
-                             f"{_qualname(cls)} ({origin}); rename one or leave one out of the plugin paths")
+            raise BenchError(f"{kind} name '{cls.name}' is registered twice: {_qualname(old)} ({old_origin.kind}) "
+                             f"and {_qualname(cls)} ({origin.kind}); rename one or leave one out of the plugin paths")
     table[cls.name] = cls
     _ORIGINS[(kind, cls.name)] = origin
     return cls
@@ -148,6 +151,7 @@ def _loading(origin: Origin) -> Iterator[None]:
         _CURRENT.pop()
 
 
+@functools.cache
 def source_checkout() -> Path | None:
     """The project folder when `bench` is imported from a source checkout (editable or not), else None."""
     root = Path(__file__).resolve().parent.parent

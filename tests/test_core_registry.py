@@ -179,7 +179,7 @@ def test_a_plugin_root_on_bench_plugin_path_is_discovered_and_listed_with_its_fi
               "'origin': str(e['fixture_sleepy'].origin), 'datasets': 'datasets' in sys.modules}))")
     env = {**os.environ, "BENCH_PLUGIN_PATH": str(FIXTURE_ROOT)}
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=60)
+                         timeout=180)
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["module"].startswith("_bench_user_") and found["module"].endswith(".methods.fixture_sleepy")

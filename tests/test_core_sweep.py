@@ -195,14 +195,27 @@ def test_a_complete_missing_spec_means_no_mask(tmp_path):
     assert missing["part"] == {"paired": 0.2, "image_only": 0.4, "text_only": 0.4, "seed": 0}
 
 
-def test_the_shipped_quick_sweep_is_valid_and_covers_both_baselines_on_two_seeds():
+def test_the_shipped_quick_sweep_shows_the_model_its_ablations_and_baselines_on_two_seeds():
     from pathlib import Path
 
     sw = load_sweep(Path(__file__).resolve().parent.parent / "sweeps" / "quick.yaml")
     assert sw.name == "quick"
     assert {s.dataset for s in sw.specs} == {"synthetic"}
-    assert {s.method for s in sw.specs} == {"cca", "label_regression"}
+    assert {s.method for s in sw.specs} == {"pgnn_con", "pgnn_con/no_gan", "pgnn_con/no_con", "ignn_con",
+                                            "label_regression", "cca"}
     assert {s.seed for s in sw.specs} == {0, 1}
+    gnn = [s for s in sw.specs if s.family in ("pgnn_con", "ignn_con")]
+    assert {(s.params["D"], s.params["epochs"]) for s in gnn} == {(256, 20)}  # small: minutes on 2 CPU cores
+    assert {s.params["gan"] for s in gnn if s.method == "pgnn_con/no_gan"} == {False}
+    assert {s.params["con_weight"] for s in gnn if s.method == "pgnn_con/no_con"} == {0.0}
+
+
+def test_the_shipped_smoke_sweep_is_small():
+    from pathlib import Path
+
+    sw = load_sweep(Path(__file__).resolve().parent.parent / "sweeps" / "smoke.yaml")
+    assert len(sw.specs) == 3 and {s.dataset_params["n"] for s in sw.specs} == {300}
+    assert {s.method for s in sw.specs} == {"cca", "label_regression", "pgnn_con"}
 
 
 # --- run keys --------------------------------------------------------------------------------------
