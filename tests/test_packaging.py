@@ -70,7 +70,7 @@ def test_a_wheel_in_a_fresh_venv_carries_the_plugins_and_runs_the_smoke_sweep_fr
 
     ran = _run([venv / "bench", "run", "smoke"], cwd=empty)
     assert "3 runs; 3 ran now (3 ok, 0 failed)" in ran.stdout, ran.stdout
-    report = _run([venv / "bench", "report", "smoke"], cwd=empty).stdout
+    report = _run([venv / "bench", "report", "smoke", "--layout", "long"], cwd=empty).stdout
     assert {"cca", "label_regression", "pgnn_con"} <= {row.split("|")[2].strip() for row in report.splitlines()
                                                         if row.startswith("| synthetic")}
     assert sorted(p.name for p in empty.iterdir()) == ["results"]  # nothing written outside the results
