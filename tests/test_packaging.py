@@ -74,6 +74,10 @@ def test_a_wheel_in_a_fresh_venv_carries_the_plugins_and_runs_the_smoke_sweep_fr
     assert {"cca", "label_regression", "pgnn_con"} <= {row.split("|")[2].strip() for row in report.splitlines()
                                                         if row.startswith("| synthetic")}
     assert sorted(p.name for p in empty.iterdir()) == ["results"]  # nothing written outside the results
+    # run keys hash the plugins' sources, not where they are installed: the checkout sees the wheel's runs as done
+    planned = _run([sys.executable, "-c", "from bench.cli import main; main()", "run", "smoke", "--dry-run",
+                    "--results", empty / "results"], cwd=tmp_path)
+    assert "0 of 3 runs to do" in planned.stdout and "3 done" in planned.stdout, planned.stdout
 
 
 def test_a_second_copy_of_the_project_runs_while_another_copy_is_installed_editable(tmp_path):
