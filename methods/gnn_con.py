@@ -79,7 +79,15 @@ from .common.graphs import (
     threshold,
 )
 from .common.layers import LabelGNN, decoder, discriminator, encoder
-from .common.losses import adversarial_loss, classification_loss, cosine_prediction, dscmr_nll, multilabel_contrastive
+from .common.losses import (
+    adversarial_loss,
+    classification_loss,
+    cosine_prediction,
+    dscmr_nll,
+    fused_contrastive,
+    label_similarity,
+    multilabel_contrastive,
+)
 
 ENCODE_BATCH = 4096
 
@@ -125,6 +133,9 @@ class GNNConParams:
     lr2: float = spec(1e-7, help="stage-2 (incomplete data) SGD learning rate", low=0.0)
     stage2_epochs: int = spec(40, help="stage-2 epochs (incomplete training data only; release 40)", low=0)
     patience: int | None = spec(None, help="early stopping after this many epochs without improvement")
+    precision: Literal["fp32", "bf16", "fp16"] = spec(
+        "fp32", help="training-step arithmetic: fp32, or autocast to bf16 / fp16 (fp16: CUDA only, with a grad scaler)")
+    compile: bool = spec(False, help="torch.compile the training step's forward and loss (complete-data batches)")
 
 
 @dataclass
@@ -199,13 +210,46 @@ class GNNConModel(nn.Module):
         return self.gnn(self.h0, self.adjacency())
 
 
-def _rows(module: nn.Module, x: torch.Tensor, mask: torch.Tensor, d_out: int) -> torch.Tensor:
-    """module(x) on the rows in `mask`, zeros elsewhere (BatchNorm sees only those rows)."""
-    if bool(mask.all()):
+def _rows(module: nn.Module, x: torch.Tensor, idx: torch.Tensor, count: int, d_out: int) -> torch.Tensor:
+    """module(x) on the rows `idx` (`count` of them, known on the host), zeros elsewhere (BatchNorm
+    sees only those rows)."""
+    if count == x.shape[0]:
         return module(x)
     out = x.new_zeros(x.shape[0], d_out)
-    idx = mask.nonzero().squeeze(1)
-    return out.index_put((idx,), module(x[idx])) if idx.numel() else out
+    if count == 0:
+        return out
+    rows = module(x.index_select(0, idx))
+    return out.index_put((idx,), rows.to(out.dtype))
+
+
+@dataclass
+class RowMasks:
+    """Presence masks of one incomplete batch, with what the step decides on computed on the host:
+    row counts and row indices. im / tm: rows whose image / text counts as present; im_real /
+    tm_real: rows whose feature is a true one (for the GAN's real terms). A mask with fewer than 2
+    rows is emptied (BatchNorm needs two)."""
+
+    im: torch.Tensor
+    tm: torch.Tensor
+    im_real: torch.Tensor
+    tm_real: torch.Tensor
+    idx: dict[str, torch.Tensor]
+    count: dict[str, int]
+
+    @classmethod
+    def build(cls, im: torch.Tensor, tm: torch.Tensor, im_real: torch.Tensor, tm_real: torch.Tensor,
+              device: torch.device | str | None = None) -> RowMasks | None:
+        """From host (CPU) bool masks; None when every row is present and real (the complete path)."""
+        masks = {"im": im, "tm": tm, "im_real": im_real, "tm_real": tm_real}
+        masks = {k: torch.as_tensor(m).cpu().bool() for k, m in masks.items()}
+        masks = {k: m if int(m.sum()) >= 2 else torch.zeros_like(m) for k, m in masks.items()}
+        if all(bool(m.all()) for m in masks.values()):
+            return None
+        dev = device if device is not None else im.device
+        idx = {k: m.nonzero().squeeze(1).to(dev) for k, m in masks.items()}
+        count = {k: int(m.sum()) for k, m in masks.items()}
+        on = {k: m.to(dev) for k, m in masks.items()}
+        return cls(on["im"], on["tm"], on["im_real"], on["tm_real"], idx, count)
 
 
 def mixed_batches(groups: list[torch.Tensor], weights: list[float], batch: int, steps: int,
@@ -297,33 +341,84 @@ class GNNCon(Method):
 
     # --- losses of one batch -------------------------------------------------------------------
 
-    def batch_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, im: torch.Tensor, tm: torch.Tensor,
-                     im_real: torch.Tensor, tm_real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, im: torch.Tensor | None = None,
+                     tm: torch.Tensor | None = None, im_real: torch.Tensor | None = None,
+                     tm_real: torch.Tensor | None = None, masks: RowMasks | None = None) -> dict[str, torch.Tensor]:
         """Weighted total and its parts; im / tm: rows whose image / text counts as present,
-        im_real / tm_real: rows whose feature is a true (not reconstructed) one."""
+        im_real / tm_real: rows whose feature is a true (not reconstructed) one.
+
+        Without masks (or with masks saying every row is present and real) the batch takes the
+        complete path: no mask logic at all. `masks` (a `RowMasks`, built on the host once per
+        epoch by `fit`) replaces the four tensors and spares the host-side counting here.
+        """
+        if masks is None and im is not None:
+            masks = RowMasks.build(im, tm, im_real, tm_real, x.device)
+        if masks is None:
+            return self._complete_losses(x, t, y)
+        return self._masked_losses(x, t, y, masks)
+
+    def _complete_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every row present and real: no masks, no host synchronisation; the classifier
+        predictions and the contrastive terms each come from one matrix of [u; v]."""
         p, m = self.params, self.model
-        im = im & (im.sum() >= 2)  # BatchNorm needs two rows; a lone row is skipped
-        tm = tm & (tm.sum() >= 2)
-        u = _rows(m.enc_img, x, im, p.D)
-        v = _rows(m.enc_txt, t, tm, p.D)
+        n = x.shape[0]
+        u, v = m.enc_img(x), m.enc_txt(t)
+        uv = torch.cat([u, v])
+        c = m.classifiers()
+        norms = uv.norm(dim=1)
+        pred = (uv @ c.T) / (norms[:, None] * c.norm(dim=1)[None, :] + 1e-6)  # cosine_prediction of u and v
+        out = {"cla": (pred.view(2, n, -1) - y).norm(dim=2).sum() / n}  # L_cla(u) + L_cla(v)
+        total = p.alpha * out["cla"]
+        if p.con_weight > 0:
+            kind = "binary" if p.positives == "binary" else p.similarity
+            z = uv / norms.clamp_min(1e-12)[:, None]  # F.normalize
+            out["con"] = fused_contrastive(z, label_similarity(y, y, kind), p.tau, p.gamma, p.lse_scale)
+            total = total + p.con_weight * out["con"]
+        if p.nll_weight > 0:
+            out["nll"] = dscmr_nll(u, v, y)
+            total = total + p.nll_weight * out["nll"]
+        if m.gan and p.beta > 0:
+            # classes are modalities (image 1, text 0), as released
+            gan = (adversarial_loss(m.disc_img(x), m.disc_img(m.dec_txt2img(v)), real_class=1)
+                   + adversarial_loss(m.disc_txt(t), m.disc_txt(m.dec_img2txt(u)), real_class=0))
+            out["gan"] = gan
+            total = total + p.beta * gan
+        out["loss"] = total
+        return out
+
+    def _masked_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, mk: RowMasks
+                       ) -> dict[str, torch.Tensor]:
+        """Some rows absent or reconstructed: every term skips what it must; what is decided
+        (which terms run, which rows a module sees) comes from the host-side counts in `mk`."""
+        p, m = self.params, self.model
+        im, tm, n = mk.im, mk.tm, x.shape[0]
+        u = _rows(m.enc_img, x, mk.idx["im"], mk.count["im"], p.D)
+        v = _rows(m.enc_txt, t, mk.idx["tm"], mk.count["tm"], p.D)
         c = m.classifiers()
         out = {"cla": classification_loss(cosine_prediction(u, c), y, im)
                + classification_loss(cosine_prediction(v, c), y, tm)}
         total = p.alpha * out["cla"]
+        full_i, full_t = mk.count["im"] == n, mk.count["tm"] == n
         if p.con_weight > 0:
             kind = "binary" if p.positives == "binary" else p.similarity
-            out["con"] = multilabel_contrastive(u, v, y, p.tau, p.gamma, kind, p.lse_scale, im, tm)
+            out["con"] = multilabel_contrastive(u, v, y, p.tau, p.gamma, kind, p.lse_scale,
+                                                None if full_i and full_t else im, None if full_i and full_t else tm)
             total = total + p.con_weight * out["con"]
         if p.nll_weight > 0:
             out["nll"] = dscmr_nll(u, v, y, im, tm)
             total = total + p.nll_weight * out["nll"]
         if m.gan and p.beta > 0:
             gan = u.new_zeros(())
-            im_real, tm_real = im_real & (im_real.sum() >= 2), tm_real & (tm_real.sum() >= 2)
-            if bool(im_real.any()) and bool(tm.any()):
-                gan = gan + adversarial_loss(m.disc_img(x[im_real]), m.disc_img(m.dec_txt2img(v[tm])), real_class=1)
-            if bool(tm_real.any()) and bool(im.any()):  # classes are modalities (image 1, text 0), as released
-                gan = gan + adversarial_loss(m.disc_txt(t[tm_real]), m.disc_txt(m.dec_img2txt(u[im])), real_class=0)
+
+            def pick(z: torch.Tensor, key: str) -> torch.Tensor:
+                return z if mk.count[key] == n else z.index_select(0, mk.idx[key])
+
+            if mk.count["im_real"] and mk.count["tm"]:
+                gan = gan + adversarial_loss(m.disc_img(pick(x, "im_real")), m.disc_img(m.dec_txt2img(pick(v, "tm"))),
+                                             real_class=1)
+            if mk.count["tm_real"] and mk.count["im"]:  # classes are modalities (image 1, text 0), as released
+                gan = gan + adversarial_loss(m.disc_txt(pick(t, "tm_real")), m.disc_txt(m.dec_img2txt(pick(u, "im"))),
+                                             real_class=0)
             out["gan"] = gan
             total = total + p.beta * gan
         out["loss"] = total
@@ -331,64 +426,124 @@ class GNNCon(Method):
 
     # --- training ----------------------------------------------------------------------------
 
-    def batch_inputs(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor, stage: int = 1,
-                     prefilled: bool = False) -> tuple[torch.Tensor, ...]:
-        """(x, t, im_present, tm_present, im_real, tm_real) for `batch_losses` from one batch's
-        zero-filled features and true presence masks im / tm.
+    def presence(self, im: torch.Tensor, tm: torch.Tensor, stage: int = 1) -> tuple[torch.Tensor, ...]:
+        """(im_present, tm_present, im_real, tm_real) of one batch from its true presence masks.
 
-        Stage 2 with reconstruction fills each missing feature from the present modality
-        (per batch in train mode here, unless `prefilled` says the caller filled x, t already).
-        `absent_rows` decides whether rows without a (true or filled) feature count as present;
+        Stage 2 with reconstruction fills each missing feature from the present modality;
+        `absent_rows` decides whether rows without a (true or filled) feature count as present,
         `recon_as_real` whether filled rows count as real for the discriminators.
         """
         p = self.params
         recon = stage == 2 and p.reconstruct and self.model.gan
         fill_i = (~im & tm) if recon else torch.zeros_like(im)
         fill_t = (im & ~tm) if recon else torch.zeros_like(tm)
-        if recon and not prefilled:
-            x, t = self._reconstruct(x, t, im, tm, train_mode=True)
         if p.absent_rows == "zero_filled":
             pres_i, pres_t = torch.ones_like(im), torch.ones_like(tm)
         else:
             pres_i, pres_t = im | fill_i, tm | fill_t
         if p.recon_as_real:
-            return x, t, pres_i, pres_t, pres_i, pres_t
-        return x, t, pres_i, pres_t, pres_i & ~fill_i, pres_t & ~fill_t
+            return pres_i, pres_t, pres_i, pres_t
+        return pres_i, pres_t, pres_i & ~fill_i, pres_t & ~fill_t
+
+    def batch_inputs(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor, stage: int = 1,
+                     prefilled: bool = False) -> tuple[torch.Tensor, ...]:
+        """(x, t, im_present, tm_present, im_real, tm_real) for `batch_losses` from one batch's
+        zero-filled features and true presence masks im / tm (see `presence`). Stage 2 with
+        reconstruction fills the missing features per batch in train mode here, unless
+        `prefilled` says the caller filled x, t already."""
+        if stage == 2 and self.params.reconstruct and self.model.gan and not prefilled:
+            x, t = self._reconstruct(x, t, im, tm, train_mode=True)
+        return (x, t, *self.presence(im, tm, stage))
+
+    def _precision(self, device: torch.device) -> tuple[torch.dtype | None, Any]:
+        """(autocast dtype or None, grad scaler or None) for `precision` on `device`."""
+        prec = self.params.precision
+        if prec == "fp32":
+            return None, None
+        if prec == "fp16":
+            if device.type != "cuda":
+                raise ConfigError(f"{self.name}.precision: fp16 needs a CUDA device (running on {device.type}); "
+                                  "use bf16 or fp32")
+            return torch.float16, torch.amp.GradScaler("cuda")
+        return torch.bfloat16, None
+
+    def _loss_fn(self, device: torch.device):
+        """The complete-path loss function, compiled when `compile` is on."""
+        if not self.params.compile:
+            return self._complete_losses
+        compiled = torch.compile(self._complete_losses, dynamic=False)
+
+        def run(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+            try:
+                return compiled(x, t, y)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(f"{self.name}.compile: torch.compile failed on {device.type} ({first}); "
+                                  "set compile: false") from None
+
+        return run
 
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         p, dev = self.params, ctx.device
         model = self.build(train, ctx)
+        amp_dtype, scaler = self._precision(torch.device(dev))
+        complete_losses = self._loss_fn(torch.device(dev))
         x = torch.as_tensor(train.image, device=dev)
         t = torch.as_tensor(train.text, device=dev)
         y = torch.as_tensor(train.labels, device=dev).float()
         n = train.n
-        full = torch.ones(n, dtype=torch.bool, device=dev)
-        im = full if train.image_present is None else torch.as_tensor(train.image_present, device=dev)
-        tm = full if train.text_present is None else torch.as_tensor(train.text_present, device=dev)
+        full = torch.ones(n, dtype=torch.bool)
+        # presence masks stay on the host: every decision about a batch is made there, once per epoch
+        im = full if train.image_present is None else torch.as_tensor(train.image_present).cpu().bool()
+        tm = full if train.text_present is None else torch.as_tensor(train.text_present).cpu().bool()
         if not train.is_complete:  # absent rows are zero-filled whatever the data held there
-            x = x.masked_fill(~im[:, None], 0.0)
-            t = t.masked_fill(~tm[:, None], 0.0)
+            x = x.masked_fill(~im.to(dev)[:, None], 0.0)
+            t = t.masked_fill(~tm.to(dev)[:, None], 0.0)
         gen = ctx.generator()
+        device_type = x.device.type
+
+        def plan(batches: list[torch.Tensor], stage: int, prefilled: bool) -> list[tuple]:
+            """Per batch, on the host: (device rows, host masks to reconstruct from or None, RowMasks or None)."""
+            out = []
+            recon = stage == 2 and p.reconstruct and model.gan and not prefilled
+            for idx in batches:
+                if idx.numel() < 2:
+                    continue
+                rows = idx.to(dev)
+                if train.is_complete:
+                    out.append((rows, None, None))
+                    continue
+                bi, bt = im[idx], tm[idx]
+                masks = RowMasks.build(*self.presence(bi, bt, stage), device=x.device)
+                out.append((rows, (bi, bt) if recon else None, masks))
+            return out
 
         def run(batches: list[torch.Tensor], opt: torch.optim.Optimizer, xs: torch.Tensor, ts: torch.Tensor,
                 stage: int, prefilled: bool = False) -> dict[str, float]:
             sums: dict[str, torch.Tensor] = {}
-            for idx in batches:
-                if idx.numel() < 2:
-                    continue
-                inputs = self.batch_inputs(xs[idx], ts[idx], im[idx], tm[idx], stage, prefilled)
-                parts = self.batch_losses(inputs[0], inputs[1], y[idx], *inputs[2:])
+            for rows, recon_from, masks in plan([b.cpu() for b in batches], stage, prefilled):
+                xb, tb, yb = xs[rows], ts[rows], y[rows]
+                with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    if recon_from is not None:
+                        xb, tb = self._reconstruct(xb, tb, *recon_from, train_mode=True)
+                    parts = complete_losses(xb, tb, yb) if masks is None else self._masked_losses(xb, tb, yb, masks)
                 opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                opt.step()
+                if scaler is None:
+                    parts["loss"].backward()
+                    opt.step()
+                else:
+                    scaler.scale(parts["loss"]).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 for key, val_ in parts.items():
-                    sums[key] = sums.get(key, 0.0) + val_.detach()
+                    sums[key] = sums.get(key, 0.0) + val_.detach().float()
             return {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
 
-        opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(p.adam_beta1, p.adam_beta2))
+        fused = {"fused": True} if x.device.type in ("cpu", "cuda") else {}
+        opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(p.adam_beta1, p.adam_beta2), **fused)
 
         def stage1(epoch: int) -> dict[str, float]:
-            perm = torch.randperm(n, generator=gen).to(dev)
+            perm = torch.randperm(n, generator=gen)
             return run(list(perm.split(p.batch)), opt, x, t, stage=1)
 
         validate = lambda: validation_map(self, val, device=dev)
@@ -398,7 +553,8 @@ class GNNCon(Method):
         self._stage2(ctx, first.best_val_map, first.epochs_run, x, t, im, tm, run, validate, gen)
 
     def _stage2(self, ctx, best_first, offset, x, t, im, tm, run, validate, gen) -> None:
-        """Incomplete-modal stage 2: reconstruct missing features, mixed 1:2:2 batches, SGD lr2."""
+        """Incomplete-modal stage 2: reconstruct missing features, mixed 1:2:2 batches, SGD lr2.
+        im, tm: host (CPU) presence masks."""
         p, model = self.params, self.model
         kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
         per_epoch = p.reconstruct and model.gan and p.stage2_recon == "per_epoch"
@@ -412,7 +568,6 @@ class GNNCon(Method):
                 xs, ts = self._reconstruct(x, t, im, tm)
             model.train()
             batches = mixed_batches(groups, [1.0, 2.0, 2.0], p.batch, steps, gen)
-            batches = [b.to(x.device) for b in batches]
             return run(batches, opt, xs, ts, stage=2, prefilled=per_epoch)
 
         second = run_epochs(ctx, model, stage2, validate, p.stage2_epochs, p.patience, first_epoch=offset + 1)
@@ -425,22 +580,25 @@ class GNNCon(Method):
                      train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of x, t whose missing rows hold decoder(encoder(present modality)), without gradient.
 
-        train_mode=False: eval mode (BatchNorm running statistics). train_mode=True (the
-        release's per-batch filling): each group of rows (image-only, then text-only) goes
-        through the encoder and decoder as one batch in train mode, so BatchNorm uses that
-        group's statistics and updates its running ones; a group of one row falls back to eval
-        mode (BatchNorm cannot train on a single row). The model's mode is restored afterwards.
+        im, tm: presence masks (host tensors in training, so choosing the rows needs no device
+        synchronisation). train_mode=False: eval mode (BatchNorm running statistics).
+        train_mode=True (the release's per-batch filling): each group of rows (image-only, then
+        text-only) goes through the encoder and decoder as one batch in train mode, so BatchNorm
+        uses that group's statistics and updates its running ones; a group of one row falls back
+        to eval mode (BatchNorm cannot train on a single row). The model's mode is restored afterwards.
         """
         m = self.model
         was_training = m.training
         x, t = x.clone(), t.clone()
+        im, tm = im.cpu(), tm.cpu()
         jobs = ((t, x, im & ~tm, m.enc_img, m.dec_img2txt), (x, t, ~im & tm, m.enc_txt, m.dec_txt2img))
         for target, source, rows, enc, dec in jobs:
             for chunk in rows.nonzero().squeeze(1).split(ENCODE_BATCH):
                 mode = train_mode and chunk.numel() >= 2
                 enc.train(mode)
                 dec.train(mode)
-                target[chunk] = dec(enc(source[chunk])).to(target.dtype)
+                chunk = chunk.to(source.device)
+                target.index_copy_(0, chunk, dec(enc(source.index_select(0, chunk))).to(target.dtype))
         m.train(was_training)
         return x, t
 

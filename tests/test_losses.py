@@ -204,3 +204,41 @@ def test_losses_with_nothing_present_are_zero_not_nan():
     none = torch.zeros(3, dtype=torch.bool)
     assert L.multilabel_contrastive(u, v, y, 0.2, 0.1, image_mask=none, text_mask=none).item() == 0.0
     assert L.classification_loss(torch.zeros(3, 2), y, none).item() == 0.0
+
+
+def test_fused_contrastive_and_nll_match_the_per_term_sums_in_value_and_gradient_float64():
+    torch.manual_seed(7)
+    y = (torch.rand(7, 4) < 0.4).double()
+    y[:3, 2] = 1
+    y[6] = 0  # a row without labels: no positives anywhere
+    u0, v0 = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64)
+
+    def grads(fn):
+        u, v = u0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+        out = fn(u, v)
+        out.backward()
+        return out.detach(), u.grad, v.grad
+
+    s = L.label_similarity(y, y)
+
+    def per_term(u, v):
+        return (L.soft_contrastive(u, v, s, 0.3, 1.06) + L.soft_contrastive(v, u, s, 0.3, 1.06)
+                + 0.4 * (L.soft_contrastive(u, u, s, 0.3, 1.06, exclude_self=True)
+                         + L.soft_contrastive(v, v, s, 0.3, 1.06, exclude_self=True)))
+
+    fused = grads(lambda u, v: L.multilabel_contrastive(u, v, y, 0.3, 0.4, "jaccard", 1.06))
+    for a, b in zip(fused, grads(per_term)):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
+    fused = grads(lambda u, v: L.dscmr_nll(u, v, y))
+    ones = torch.ones(7, dtype=torch.bool)  # masks given: the per-block path
+    for a, b in zip(fused, grads(lambda u, v: L.dscmr_nll(u, v, y, ones, ones))):
+        assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_contrastive_without_candidates_has_a_finite_zero_gradient():
+    u = torch.randn(3, 4, requires_grad=True)
+    v = torch.randn(3, 4, requires_grad=True)
+    none = torch.zeros(3, dtype=torch.bool)
+    loss = L.multilabel_contrastive(u, v, torch.ones(3, 2), 0.2, 0.1, image_mask=none, text_mask=none)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(u.grad, torch.zeros_like(u)) and torch.equal(v.grad, torch.zeros_like(v))

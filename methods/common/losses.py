@@ -68,10 +68,12 @@ def soft_contrastive(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, tau: flo
     if row_mask is not None:
         positive = positive & row_mask[:, None]
     s = s * positive
-    if not bool((s > 0).any()):  # every anchor adds 0 (also guards an empty candidate set)
-        return sim.sum() * 0.0
     mass = s.sum(1, keepdim=True)
-    log_denom = torch.logsumexp((lse_scale * sim).masked_fill(~valid, float("-inf")), dim=1, keepdim=True)
+    # excluded candidates get the most negative finite logit: exp of it is exactly 0 next to any valid
+    # one, and an anchor without candidates keeps a finite log-sum-exp (so no NaN gradient and no
+    # host-side check of the masks is needed); its weights p are 0, so it adds 0
+    floor = torch.finfo(sim.dtype).min
+    log_denom = torch.logsumexp((lse_scale * sim).masked_fill(~valid, floor), dim=1, keepdim=True)
     log_p = (sim - log_denom).masked_fill(~valid, 0.0)
     p = s / mass.clamp_min(1e-12)
     per_anchor = -(p * log_p).sum(1)
@@ -90,11 +92,36 @@ def multilabel_contrastive(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, ta
     anchors where the anchor's modality is present and candidates where the other one is.
     """
     s = label_similarity(y, y, similarity)
+    if image_mask is None and text_mask is None:
+        z = F.normalize(torch.cat([u, v]), dim=1, eps=1e-12)
+        return fused_contrastive(z, s, tau, gamma, lse_scale)
     l_it = soft_contrastive(u, v, s, tau, lse_scale, row_mask=image_mask, col_mask=text_mask)
     l_ti = soft_contrastive(v, u, s, tau, lse_scale, row_mask=text_mask, col_mask=image_mask)
     l_ii = soft_contrastive(u, u, s, tau, lse_scale, True, image_mask, image_mask)
     l_tt = soft_contrastive(v, v, s, tau, lse_scale, True, text_mask, text_mask)
     return l_it + l_ti + gamma * (l_ii + l_tt)
+
+
+def fused_contrastive(z: torch.Tensor, s: torch.Tensor, tau: float, gamma: float, lse_scale: float = 1.0
+                      ) -> torch.Tensor:
+    """`multilabel_contrastive` without masks from ONE similarity matrix (fewer kernels, same value).
+
+    z = the L2-normalised rows [u; v] (2n, D), s the (n, n) label similarity (symmetric).
+    sim = z z^T / tau holds the four blocks uu, uv, vu, vv; viewed as (2, n, 2, n) each anchor
+    row gets its log-sum-exp per block, and the weights W are P_inter = s / rowsum(s) on the
+    cross-modal blocks and gamma P_intra (s without its diagonal, renormalised) on the intra-modal
+    ones, so L_con = -(1/n) sum W (sim - log_denom) = l(u->v) + l(v->u) + gamma (l(u->u) + l(v->v)).
+    """
+    n = s.shape[0]
+    sim = (z @ z.T / tau).view(2, n, 2, n)
+    log_denom = torch.logsumexp(lse_scale * sim, dim=3, keepdim=True)
+    eye = torch.eye(n, dtype=torch.bool, device=s.device)
+    s_intra = s.masked_fill(eye, 0.0)
+    p_inter = s / s.sum(1, keepdim=True).clamp_min(1e-12)
+    p_intra = (gamma * s_intra) / s_intra.sum(1, keepdim=True).clamp_min(1e-12)
+    same = torch.eye(2, dtype=torch.bool, device=s.device).view(2, 1, 2, 1)
+    w = torch.where(same, p_intra.view(1, n, 1, n), p_inter.view(1, n, 1, n))
+    return -(w * (sim - log_denom)).sum() / n
 
 
 def pairwise_nll(a: torch.Tensor, b: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor,
@@ -119,7 +146,18 @@ def pairwise_nll(a: torch.Tensor, b: torch.Tensor, ya: torch.Tensor, yb: torch.T
 
 def dscmr_nll(u: torch.Tensor, v: torch.Tensor, y: torch.Tensor, image_mask: torch.Tensor | None = None,
               text_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """L_nll = pairwise_nll(u, u) + pairwise_nll(u, v) + pairwise_nll(v, v) (DAGNN / DSCMR)."""
+    """L_nll = pairwise_nll(u, u) + pairwise_nll(u, v) + pairwise_nll(v, v) (DAGNN / DSCMR).
+
+    Without masks the three blocks come from one (2n, 2n) matrix of [u; v] (same value, fewer kernels).
+    """
+    if image_mask is None and text_mask is None:
+        n = u.shape[0]
+        z = torch.cat([u, v])
+        norms = z.norm(dim=1)
+        theta = (0.5 * (z @ z.T) / (norms[:, None] * norms[None, :]).clamp_min(1e-6)).view(2, n, 2, n)
+        s = (y.to(theta.dtype) @ y.to(theta.dtype).T).view(1, n, 1, n)
+        blocks = torch.ones(2, 2, dtype=theta.dtype, device=theta.device).triu().view(2, 1, 2, 1)  # uu, uv, vv
+        return ((F.softplus(theta) - s * theta) * blocks).sum() / (n * n)
     return (pairwise_nll(u, u, y, y, image_mask, image_mask) + pairwise_nll(u, v, y, y, image_mask, text_mask)
             + pairwise_nll(v, v, y, y, text_mask, text_mask))
 
