@@ -483,6 +483,36 @@ class GNNCon(Method):
 
         return run
 
+    def train_step(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+                   masks: RowMasks | None = None, recon_from: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   amp_dtype: torch.dtype | None = None, scaler: Any = None, loss_fn: Any = None
+                   ) -> dict[str, torch.Tensor]:
+        """One optimisation step on one batch: losses (under autocast to `amp_dtype` when given),
+        backward (through `scaler` when given), optimizer step. `masks` None: the complete path,
+        which never synchronises with the device; `recon_from` (host masks): fill missing features
+        first (stage 2, per batch). `loss_fn`: the complete-path loss (compiled or not)."""
+        loss_fn = loss_fn or self._complete_losses
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            if recon_from is not None:
+                x, t = self._reconstruct(x, t, *recon_from, train_mode=True)
+            parts = loss_fn(x, t, y) if masks is None else self._masked_losses(x, t, y, masks)
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            parts["loss"].backward()
+            opt.step()
+        else:
+            scaler.scale(parts["loss"]).backward()
+            scaler.step(opt)
+            scaler.update()
+        return parts
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Stage-1 Adam (fused kernels on CPU / CUDA: same update, one kernel per step)."""
+        p = self.params
+        dev = next(self.model.parameters()).device
+        fused = {"fused": True} if dev.type in ("cpu", "cuda") else {}
+        return torch.optim.Adam(self.model.parameters(), lr=p.lr, betas=(p.adam_beta1, p.adam_beta2), **fused)
+
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         p, dev = self.params, ctx.device
         model = self.build(train, ctx)
@@ -500,7 +530,6 @@ class GNNCon(Method):
             x = x.masked_fill(~im.to(dev)[:, None], 0.0)
             t = t.masked_fill(~tm.to(dev)[:, None], 0.0)
         gen = ctx.generator()
-        device_type = x.device.type
 
         def plan(batches: list[torch.Tensor], stage: int, prefilled: bool) -> list[tuple]:
             """Per batch, on the host: (device rows, host masks to reconstruct from or None, RowMasks or None)."""
@@ -522,25 +551,13 @@ class GNNCon(Method):
                 stage: int, prefilled: bool = False) -> dict[str, float]:
             sums: dict[str, torch.Tensor] = {}
             for rows, recon_from, masks in plan([b.cpu() for b in batches], stage, prefilled):
-                xb, tb, yb = xs[rows], ts[rows], y[rows]
-                with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if recon_from is not None:
-                        xb, tb = self._reconstruct(xb, tb, *recon_from, train_mode=True)
-                    parts = complete_losses(xb, tb, yb) if masks is None else self._masked_losses(xb, tb, yb, masks)
-                opt.zero_grad(set_to_none=True)
-                if scaler is None:
-                    parts["loss"].backward()
-                    opt.step()
-                else:
-                    scaler.scale(parts["loss"]).backward()
-                    scaler.step(opt)
-                    scaler.update()
+                parts = self.train_step(xs[rows], ts[rows], y[rows], opt, masks, recon_from, amp_dtype, scaler,
+                                        complete_losses)
                 for key, val_ in parts.items():
                     sums[key] = sums.get(key, 0.0) + val_.detach().float()
             return {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
 
-        fused = {"fused": True} if x.device.type in ("cpu", "cuda") else {}
-        opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(p.adam_beta1, p.adam_beta2), **fused)
+        opt = self.optimizer()
 
         def stage1(epoch: int) -> dict[str, float]:
             perm = torch.randperm(n, generator=gen)

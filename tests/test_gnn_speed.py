@@ -1,0 +1,145 @@
+"""Speed paths of the GNN family (issue 13, part 4): no host synchronisation in a complete-data
+training step, bf16 autocast and torch.compile giving the fp32 losses, fp16 refused on CPU."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from bench.data import make_data
+from bench.errors import ConfigError
+from bench.method import FitContext
+from bench.params import build
+from bench.registry import get_method, load_plugins
+
+load_plugins()
+from _bench_plugins.methods.gnn_con import RowMasks  # noqa: E402
+
+# ops that copy a device value to the host (a synchronisation on CUDA)
+SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
+
+
+def _data(n=24, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, c)) < 0.35).astype(np.uint8)
+    y[:, 0] |= (y.sum(1) == 0).astype(np.uint8)
+    return make_data("tiny", rng.normal(size=(n, 32)).astype(np.float32), rng.normal(size=(n, 16)).astype(np.float32),
+                     y, label_embeddings=rng.normal(size=(c, 7)))
+
+
+def _method(name, **params):
+    entry = get_method(name)
+    return entry.cls(build(entry.cls.Params, {"D": 16, "layers": 2, **params, **entry.fixed}, name))
+
+
+def _batch(data, rows=slice(0, 12)):
+    return (torch.as_tensor(data.image[rows]), torch.as_tensor(data.text[rows]),
+            torch.as_tensor(data.labels[rows]).float())
+
+
+def _in_optimizer(event):
+    while event is not None:
+        if event.name.startswith("Optimizer.step"):
+            return True
+        event = event.cpu_parent
+    return False
+
+
+def _sync_ops(fn):
+    """Host reads of tensor values while fn runs, outside the optimizer's step. (Adam reads its
+    step counters, host tensors on CPU; on CUDA fused Adam keeps them on the device.)"""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sorted(e.name for e in prof.events() if e.name in SYNC_OPS and not _in_optimizer(e))
+
+
+@pytest.mark.parametrize("name", ["pgnn_con", "ignn_con", "dagnn", "pgnn_con/no_gan"])
+def test_a_complete_data_training_step_never_reads_a_device_value_on_the_host(name):
+    data = _data()
+    m = _method(name)
+    m.build(data, FitContext(seed=0)).train()
+    opt = m.optimizer()
+    x, t, y = _batch(data)
+    m.train_step(x, t, y, opt)  # warm-up (lazy optimizer state)
+    assert _sync_ops(lambda: m.train_step(x, t, y, opt)) == []
+    # the check can fail: the masked path with masks given as tensors counts rows on the host
+    ones = torch.ones(12, dtype=torch.bool)
+    some = ones.clone()
+    some[3] = False
+    assert _sync_ops(lambda: m.batch_losses(x, t, y, ones, some, ones, some)["loss"].backward()) != []
+
+
+def test_an_incomplete_batch_with_host_built_masks_does_not_synchronise_either():
+    data = _data()
+    m = _method("pgnn_con", absent_rows="masked", recon_as_real=False)
+    m.build(data, FitContext(seed=0)).train()
+    opt = m.optimizer()
+    x, t, y = _batch(data)
+    im = torch.ones(12, dtype=torch.bool)
+    tm = im.clone()
+    im[:3] = False
+    tm[9:] = False
+    masks = RowMasks.build(*m.presence(im, tm, stage=1))
+    assert masks is not None and masks.count == {"im": 9, "tm": 9, "im_real": 9, "tm_real": 9}
+    m.train_step(x, t, y, opt, masks)
+    assert _sync_ops(lambda: m.train_step(x, t, y, opt, masks)) == []
+    # the same losses as from the masks as tensors
+    got = m.batch_losses(x, t, y, masks=masks)
+    ref = m.batch_losses(x, t, y, im, tm, im, tm)
+    for key in ref:
+        assert torch.allclose(got[key], ref[key], atol=1e-6), key
+
+
+def _first_losses(name, **params):
+    data = _data()
+    m = _method(name, **params)
+    m.build(data, FitContext(seed=0)).train()
+    opt = m.optimizer()
+    x, t, y = _batch(data)
+    amp, scaler = m._precision(torch.device("cpu"))
+    first = m.train_step(x, t, y, opt, amp_dtype=amp, scaler=scaler, loss_fn=m._loss_fn(torch.device("cpu")))
+    second = m.train_step(x, t, y, opt, amp_dtype=amp, scaler=scaler, loss_fn=m._loss_fn(torch.device("cpu")))
+    return {k: float(v.detach()) for k, v in first.items()}, {k: float(v.detach()) for k, v in second.items()}, m
+
+
+@pytest.mark.parametrize("name", ["pgnn_con", "dagnn"])
+def test_bf16_autocast_trains_with_finite_losses_close_to_fp32(name):
+    fp32, fp32_next, _ = _first_losses(name)
+    bf16, bf16_next, m = _first_losses(name, precision="bf16")
+    assert m._precision(torch.device("cpu"))[0] is torch.bfloat16
+    for key in fp32:
+        assert np.isfinite(bf16[key]) and np.isfinite(bf16_next[key])
+        assert bf16[key] == pytest.approx(fp32[key], rel=3e-2, abs=1e-2), key
+    assert bf16["loss"] != fp32["loss"]  # autocast really ran in bf16
+    assert bf16_next["loss"] == pytest.approx(fp32_next["loss"], rel=3e-2)
+
+
+def test_compiled_step_gives_the_eager_losses(monkeypatch):
+    # aot_eager traces the step through dynamo and AOTAutograd like inductor does, without the
+    # C++ build that takes minutes on this machine (benchmarks/train_throughput.py runs inductor)
+    traced, real_compile = [], torch.compile
+
+    def compile_(fn, **kw):
+        traced.append(fn)
+        return functools.partial(real_compile, backend="aot_eager")(fn, **kw)
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    eager, eager_next, _ = _first_losses("pgnn_con")
+    comp, comp_next, _ = _first_losses("pgnn_con", compile=True)
+    assert len(traced) == 2  # one compiled loss function per _loss_fn call
+    for key in eager:
+        assert comp[key] == pytest.approx(eager[key], rel=1e-5), key
+        assert comp_next[key] == pytest.approx(eager_next[key], rel=1e-4), key
+
+
+def test_fp16_on_cpu_is_refused_with_one_line():
+    m = _method("pgnn_con", precision="fp16")
+    with pytest.raises(ConfigError) as err:
+        m._precision(torch.device("cpu"))
+    assert "\n" not in str(err.value) and "fp16 needs a CUDA device" in str(err.value)
+    with pytest.raises(ConfigError):
+        m.fit(_data(), _data(), FitContext(seed=0))
