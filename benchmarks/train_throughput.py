@@ -1,60 +1,199 @@
-"""Training throughput of `pgnn_con` on MIRFlickr-shaped synthetic data (samples per second).
+"""Training-step throughput of `pgnn_con` (fp32, bf16, compiled) against the release's own step.
 
-Default shape: 18,000 training items, 4,096-d image, 1,386-d text, 24 labels, 300-d label
-embeddings, batch 100, D = 1024 (the released MIRFlickr setting). The figure is one full training
-epoch (forward, backward, Adam step on every minibatch), timed between the end of epoch 1's
-validation and the end of epoch 2's training, so start-up and validation are excluded.
+All variants run in ONE process on the SAME batches, interleaved: each repetition times
+`--steps` steps of every variant in turn, and the figure per variant is the median over
+`--reps` repetitions (samples/s), so load on a shared machine hits every variant alike.
+Variants (each its own model copy, same initial weights):
+  release       the release's training step re-implemented from METHOD.md (benchmarks/release_step.py)
+  fp32          ours, default settings
+  bf16          ours, precision: bf16 (autocast)
+  compile       ours, compile: true (torch.compile, inductor)
+  compile_bf16  ours, both
+Then, per variant: aten ops per step and host reads of device values per step (torch.profiler,
+CPU activity: aten::item / _local_scalar_dense / nonzero / is_nonzero / equal), split into the
+forward+backward part and the optimizer; and the test mAP (mean of image->text and
+text->image) after a small sweep-like run (synthetic data, `--map-n` items, `--map-epochs`
+epochs) of each variant through `fit` (the release step through its own loop).
 
-    python benchmarks/train_throughput.py [--device cpu|cuda|auto] [--n 18000] [--batch 100]
+Default shape: MIRFlickr (4,096-d image, 1,386-d text, 24 labels, 300-d label embeddings,
+batch 100, D 1,024).
+
+    python benchmarks/train_throughput.py [--device cpu|cuda|auto] [--batch 100] [--reps 5]
+        [--steps 10] [--variants release,fp32,bf16,compile] [--map-epochs 3] [--no-map]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from tabulate import tabulate
+from torch.profiler import ProfilerActivity, profile, record_function
 
-from bench.method import FitContext, resolve_device
+from bench.method import FitContext, resolve_device, validation_map
 from bench.params import build
 from bench.registry import get_dataset, get_method
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from release_step import ReleaseStep  # noqa: E402
+
+SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
+OURS = {"fp32": {}, "bf16": {"precision": "bf16"}, "compile": {"compile": True},
+        "compile_bf16": {"compile": True, "precision": "bf16"}}
+
+
+def make_variant(name: str, data, params: dict, device: torch.device):
+    """(method, step(x, t, y)) of one variant, its model built from seed 0."""
+    entry = get_method("pgnn_con")
+    extra = {} if name == "release" else OURS[name]
+    method = entry.cls(build(entry.cls.Params, {**params, **extra}, "pgnn_con"))
+    model = method.build(data, FitContext(seed=0, device=device)).train()
+    p = method.params
+    if name == "release":
+        return method, ReleaseStep(model, p.lr, (p.adam_beta1, p.adam_beta2), p.alpha, p.beta, p.tau, p.gamma)
+    opt = method.optimizer()
+    amp, scaler = method._precision(device)
+    loss_fn = method._loss_fn(device)
+    return method, lambda x, t, y: method.train_step(x, t, y, opt, amp_dtype=amp, scaler=scaler, loss_fn=loss_fn)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _root(event) -> str:
+    while event.cpu_parent is not None:
+        if event.name.startswith("Optimizer.step"):
+            return "optimizer"
+        event = event.cpu_parent
+    return "optimizer" if event.name.startswith("Optimizer.step") else "step"
+
+
+def profile_steps(step, batches, k: int = 3) -> dict[str, float]:
+    """aten ops and host reads per step, inside the optimizer's step and outside it."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for x, t, y in batches[:k]:
+            with record_function("train_step"):
+                step(x, t, y)
+    counts = {"ops": 0, "ops_opt": 0, "syncs": 0, "syncs_opt": 0}
+    for e in prof.events():
+        where = "_opt" if _root(e) == "optimizer" else ""
+        if e.name.startswith("aten::"):
+            counts["ops" + where] += 1
+        if e.name in SYNC_OPS:
+            counts["syncs" + where] += 1
+    return {key: val / k for key, val in counts.items()}
+
+
+def throughput(args, device: torch.device) -> dict[str, dict]:
+    cls = get_dataset("synthetic")
+    n = args.steps * args.batch
+    data = cls(build(cls.Params, {"n": n, "image_dim": 4096, "text_dim": 1386, "num_labels": 24, "groups": 6,
+                                  "embedding_dim": 300}, "synthetic")).load()
+    x = torch.as_tensor(data.image, device=device)
+    t = torch.as_tensor(data.text, device=device)
+    y = torch.as_tensor(data.labels, device=device).float()
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(0)).split(args.batch)
+    batches = [(x[r.to(device)], t[r.to(device)], y[r.to(device)]) for r in rows]
+    params = {"batch": args.batch, "D": args.D}
+    steps = {}
+    for name in args.variants:
+        t0 = time.perf_counter()
+        _, step = make_variant(name, data, params, device)
+        for xb, tb, yb in batches[:2]:  # warm-up (compilation, lazy optimizer state)
+            step(xb, tb, yb)
+        sync(device)
+        steps[name] = step
+        print(f"  {name}: set-up and 2 warm-up steps {time.perf_counter() - t0:.1f}s", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.reps):
+        for name, step in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            for xb, tb, yb in batches:
+                step(xb, tb, yb)
+            sync(device)
+            times[name].append(n / (time.perf_counter() - t0))
+    out = {}
+    for name, step in steps.items():
+        out[name] = {"samples/s": statistics.median(times[name]), **profile_steps(step, batches)}
+    return out
+
+
+def map_sweep(args, device: torch.device) -> dict[str, float]:
+    """Test mAP of each variant after `--map-epochs` epochs on synthetic data (default shapes)."""
+    cls = get_dataset("synthetic")
+    data = cls(build(cls.Params, {"n": args.map_n}, "synthetic")).load()
+    n_test = n_val = args.map_n // 10
+    idx = np.random.default_rng(0).permutation(data.n)
+    test, val, train = (data.subset(idx[:n_test]), data.subset(idx[n_test:n_test + n_val]),
+                        data.subset(idx[n_test + n_val:]))
+    params = {"batch": args.batch, "D": args.D, "epochs": args.map_epochs}
+    out = {}
+    for name in args.variants:
+        t0 = time.perf_counter()
+        if name == "release":
+            method, step = make_variant(name, train, params, device)
+            x, t = torch.as_tensor(train.image, device=device), torch.as_tensor(train.text, device=device)
+            y = torch.as_tensor(train.labels, device=device).float()
+            gen = torch.Generator().manual_seed(0)
+            for _ in range(args.map_epochs):
+                method.model.train()
+                for r in torch.randperm(train.n, generator=gen).split(args.batch):
+                    if r.numel() >= 2:
+                        r = r.to(device)
+                        step(x[r], t[r], y[r])
+        else:
+            entry = get_method("pgnn_con")
+            method = entry.cls(build(entry.cls.Params, {**params, **OURS[name]}, "pgnn_con"))
+            method.fit(train, val, FitContext(seed=0, device=device))
+        out[name] = validation_map(method, test, device=device)
+        print(f"  {name}: test mAP {out[name]:.4f} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    ap.add_argument("--method", default="pgnn_con")
-    ap.add_argument("--n", type=int, default=18000, help="training items")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--D", type=int, default=1024, help="common-space dimension")
+    ap.add_argument("--steps", type=int, default=10, help="steps per variant per repetition")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median)")
+    ap.add_argument("--variants", default="release,fp32,bf16,compile",
+                    help="comma list of release, fp32, bf16, compile, compile_bf16")
+    ap.add_argument("--map-n", type=int, default=2000, help="items of the synthetic mAP run")
+    ap.add_argument("--map-epochs", type=int, default=3)
+    ap.add_argument("--no-map", action="store_true", help="skip the mAP run")
     args = ap.parse_args()
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v != "release" and v not in OURS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; choose from release, {', '.join(OURS)}")
     device = resolve_device(args.device)
-
-    cls = get_dataset("synthetic")
-    t0 = time.perf_counter()
-    data = cls(build(cls.Params, {"n": args.n + 200, "image_dim": 4096, "text_dim": 1386, "num_labels": 24,
-                                  "groups": 6, "embedding_dim": 300}, "synthetic")).load()
-    train, val = data.subset(np.arange(args.n)), data.subset(np.arange(args.n, data.n))
-    print(f"data: {train.n} x {train.image.shape[1]} image, {train.text.shape[1]} text, "
-          f"{train.num_labels} labels ({time.perf_counter() - t0:.1f}s to generate)")
-
-    entry = get_method(args.method)
-    params = build(entry.cls.Params, {"epochs": 2, "batch": args.batch, "D": args.D, **entry.fixed}, args.method)
-    marks: dict[str, float] = {}
-    ctx = FitContext(seed=0, device=device)
-    ctx.on_report.append(lambda epoch, _: marks.setdefault(f"reported{epoch}", time.perf_counter()))
-    ctx.on_log.append(lambda step, _: marks.setdefault(f"logged{step}", time.perf_counter()))
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    entry.cls(params).fit(train, val, ctx)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    epoch2 = marks["logged2"] - marks["reported1"]
-    epoch1 = marks["logged1"] - start
-    print(f"{args.method} on {device} ({torch.get_num_threads()} CPU threads), batch {args.batch}, D {args.D}: "
-          f"epoch 1 (with set-up) {epoch1:.1f}s, epoch 2 {epoch2:.1f}s")
-    print(f"throughput: {train.n / epoch2:,.0f} samples/s")
+    load = os.getloadavg()
+    print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; batch {args.batch}, D {args.D}")
+    print("throughput (interleaved):", flush=True)
+    res = throughput(args, device)
+    maps = {} if args.no_map else (print("mAP run:", flush=True) or map_sweep(args, device))
+    base, fp32 = res.get("release", {}).get("samples/s"), res.get("fp32", {}).get("samples/s")
+    rows = []
+    for name, r in res.items():
+        rows.append([name, f"{r['samples/s']:,.0f}", f"{r['samples/s'] / base:.2f}x" if base else "-",
+                     f"{r['samples/s'] / fp32:.2f}x" if fp32 else "-", f"{r['ops']:.0f}", f"{r['ops_opt']:.0f}",
+                     f"{r['syncs']:.0f}", f"{r['syncs_opt']:.0f}",
+                     f"{maps[name]:.4f}" if name in maps else "-"])
+    print(tabulate(rows, headers=["variant", "samples/s", "vs release", "vs fp32", "aten ops/step",
+                                  "  in optimizer", "host reads/step", "  in optimizer", "test mAP"]))
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -143,3 +143,31 @@ def test_fp16_on_cpu_is_refused_with_one_line():
     assert "\n" not in str(err.value) and "fp16 needs a CUDA device" in str(err.value)
     with pytest.raises(ConfigError):
         m.fit(_data(), _data(), FitContext(seed=0))
+
+
+def test_the_timed_release_step_computes_our_binary_con_loss_and_gradients_float64():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "release_step.py"
+    spec_ = importlib.util.spec_from_file_location("release_step", path)
+    rel = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(rel)
+    data = _data(n=40)
+    m = _method("pgnn_con/binary_con", layers=3)
+    model = m.build(data, FitContext(seed=0)).double().train()
+    x, t, y = (z.double() for z in _batch(data, slice(0, 16)))
+    p = m.params
+    ours = m.batch_losses(x, t, y)["loss"]
+    ours.backward()
+    grads = {k: q.grad.clone() for k, q in model.named_parameters()}
+    model.zero_grad()
+    ref = rel.release_loss(model, x, t, y, p.alpha, p.beta, p.tau, p.gamma)
+    ref.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-10)
+    for k, q in model.named_parameters():
+        assert torch.allclose(grads[k], q.grad, atol=1e-10), k
+    step = rel.ReleaseStep(model.float(), p.lr, (p.adam_beta1, p.adam_beta2), p.alpha, p.beta, p.tau, p.gamma)
+    before = model.enc_img[1].weight.detach().clone()
+    assert np.isfinite(step(x.float(), t.float(), y.float()))
+    assert not torch.equal(before, model.enc_img[1].weight)
