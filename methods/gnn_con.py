@@ -484,17 +484,18 @@ class GNNCon(Method):
         return run
 
     def train_step(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-                   masks: RowMasks | None = None, recon_from: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   masks: RowMasks | None = None, recon_rows: tuple[list, list] | None = None,
                    amp_dtype: torch.dtype | None = None, scaler: Any = None, loss_fn: Any = None
                    ) -> dict[str, torch.Tensor]:
         """One optimisation step on one batch: losses (under autocast to `amp_dtype` when given),
         backward (through `scaler` when given), optimizer step. `masks` None: the complete path,
-        which never synchronises with the device; `recon_from` (host masks): fill missing features
+        which never synchronises with the device; `recon_rows` (device row indices, see
+        `_fill_rows`): fill missing features
         first (stage 2, per batch). `loss_fn`: the complete-path loss (compiled or not)."""
         loss_fn = loss_fn or self._complete_losses
         with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            if recon_from is not None:
-                x, t = self._reconstruct(x, t, *recon_from, train_mode=True)
+            if recon_rows is not None:
+                x, t = self._fill_rows(x, t, *recon_rows, train_mode=True)
             parts = loss_fn(x, t, y) if masks is None else self._masked_losses(x, t, y, masks)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
@@ -532,26 +533,27 @@ class GNNCon(Method):
         gen = ctx.generator()
 
         def plan(batches: list[torch.Tensor], stage: int, prefilled: bool) -> list[tuple]:
-            """Per batch, on the host: (device rows, host masks to reconstruct from or None, RowMasks or None)."""
-            out = []
+            """Per batch, on the host, before the epoch's first step: (device rows, device rows to
+            reconstruct or None, RowMasks or None). Row indices travel to the device in one copy."""
+            batches = [idx for idx in batches if idx.numel() >= 2]
+            if not batches:
+                return []
+            on_dev = torch.cat(batches).to(dev).split([idx.numel() for idx in batches])
+            if train.is_complete:
+                return [(rows, None, None) for rows in on_dev]
             recon = stage == 2 and p.reconstruct and model.gan and not prefilled
-            for idx in batches:
-                if idx.numel() < 2:
-                    continue
-                rows = idx.to(dev)
-                if train.is_complete:
-                    out.append((rows, None, None))
-                    continue
+            out = []
+            for idx, rows in zip(batches, on_dev):
                 bi, bt = im[idx], tm[idx]
                 masks = RowMasks.build(*self.presence(bi, bt, stage), device=x.device)
-                out.append((rows, (bi, bt) if recon else None, masks))
+                out.append((rows, self._fill_plan(bi, bt, x.device) if recon else None, masks))
             return out
 
         def run(batches: list[torch.Tensor], opt: torch.optim.Optimizer, xs: torch.Tensor, ts: torch.Tensor,
                 stage: int, prefilled: bool = False) -> dict[str, float]:
             sums: dict[str, torch.Tensor] = {}
-            for rows, recon_from, masks in plan([b.cpu() for b in batches], stage, prefilled):
-                parts = self.train_step(xs[rows], ts[rows], y[rows], opt, masks, recon_from, amp_dtype, scaler,
+            for rows, recon_rows, masks in plan([b.cpu() for b in batches], stage, prefilled):
+                parts = self.train_step(xs[rows], ts[rows], y[rows], opt, masks, recon_rows, amp_dtype, scaler,
                                         complete_losses)
                 for key, val_ in parts.items():
                     sums[key] = sums.get(key, 0.0) + val_.detach().float()
@@ -592,7 +594,31 @@ class GNNCon(Method):
             model.load_state_dict(kept)
         model.eval()
 
+    @staticmethod
+    def _fill_plan(im: torch.Tensor, tm: torch.Tensor, device: torch.device | str) -> tuple[list, list]:
+        """Device row indices (in chunks) of the image-only and the text-only rows, from host masks."""
+        im, tm = im.cpu(), tm.cpu()
+        return tuple([c.to(device) for c in rows.nonzero().squeeze(1).split(ENCODE_BATCH)]
+                     for rows in (im & ~tm, ~im & tm))
+
     @torch.no_grad()
+    def _fill_rows(self, x: torch.Tensor, t: torch.Tensor, image_only: list, text_only: list,
+                   train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of x, t: text of the `image_only` rows = dec_img2txt(enc_img(x)), image of the
+        `text_only` rows = dec_txt2img(enc_txt(t)) (lists of device index chunks); see `_reconstruct`."""
+        m = self.model
+        was_training = m.training
+        x, t = x.clone(), t.clone()
+        jobs = ((t, x, image_only, m.enc_img, m.dec_img2txt), (x, t, text_only, m.enc_txt, m.dec_txt2img))
+        for target, source, chunks, enc, dec in jobs:
+            for chunk in chunks:
+                mode = train_mode and chunk.numel() >= 2
+                enc.train(mode)
+                dec.train(mode)
+                target.index_copy_(0, chunk, dec(enc(source.index_select(0, chunk))).to(target.dtype))
+        m.train(was_training)
+        return x, t
+
     def _reconstruct(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor,
                      train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of x, t whose missing rows hold decoder(encoder(present modality)), without gradient.
@@ -604,20 +630,7 @@ class GNNCon(Method):
         uses that group's statistics and updates its running ones; a group of one row falls back
         to eval mode (BatchNorm cannot train on a single row). The model's mode is restored afterwards.
         """
-        m = self.model
-        was_training = m.training
-        x, t = x.clone(), t.clone()
-        im, tm = im.cpu(), tm.cpu()
-        jobs = ((t, x, im & ~tm, m.enc_img, m.dec_img2txt), (x, t, ~im & tm, m.enc_txt, m.dec_txt2img))
-        for target, source, rows, enc, dec in jobs:
-            for chunk in rows.nonzero().squeeze(1).split(ENCODE_BATCH):
-                mode = train_mode and chunk.numel() >= 2
-                enc.train(mode)
-                dec.train(mode)
-                chunk = chunk.to(source.device)
-                target.index_copy_(0, chunk, dec(enc(source.index_select(0, chunk))).to(target.dtype))
-        m.train(was_training)
-        return x, t
+        return self._fill_rows(x, t, *self._fill_plan(im, tm, x.device), train_mode=train_mode)
 
     @torch.no_grad()
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
