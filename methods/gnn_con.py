@@ -48,6 +48,11 @@ earlier choices stays available as a parameter:
     zero-filled, treated per `absent_rows`). Without decoders (`gan: false`) there is nothing to
     reconstruct with, so it behaves like `reconstruct: false`.
   - complete training data: stage 2 is skipped.
+Speed (issue 13): a batch whose rows all count as present and real takes `_complete_losses`,
+with no mask logic and no host read of a device value; predictions and the four contrastive
+terms share one matrix of [u; v]. Incomplete batches get `RowMasks` (counts and indices built on
+the host once per epoch). `precision` (autocast bf16 / fp16) and `compile` (torch.compile of the
+complete-path losses) are opt-in.
 Deviations from the release: best epoch chosen on the validation split, not on test; stage 2
 uses its loss weights in the intended order (the released main.py passes them shuffled);
 soft positives (Jaccard) are the default as the paper describes (`positives: binary` is what
