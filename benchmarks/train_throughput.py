@@ -1,8 +1,10 @@
 """Training-step throughput of `pgnn_con` (fp32, bf16, compiled) against the release's own step.
 
-All variants run in ONE process on the SAME batches, interleaved: each repetition times
-`--steps` steps of every variant in turn, and the figure per variant is the median over
-`--reps` repetitions (samples/s), so load on a shared machine hits every variant alike.
+All variants run in ONE process on the SAME batches, interleaved step by step: each of
+`--steps` batches runs through every variant back to back (the order rotating), a repetition is
+one pass, and the figures are medians over `--reps` repetitions (samples/s, and the ratio of two
+variants within each repetition, with its range), so load on a shared machine hits every
+variant alike.
 Variants (each its own model copy, same initial weights):
   release       the release's training step re-implemented from METHOD.md (benchmarks/release_step.py)
   fp32          ours, default settings
@@ -112,19 +114,34 @@ def throughput(args, device: torch.device) -> dict[str, dict]:
         sync(device)
         steps[name] = step
         print(f"  {name}: set-up and 2 warm-up steps {time.perf_counter() - t0:.1f}s", flush=True)
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    # finest interleaving: every batch runs through every variant back to back (the order rotating
+    # from batch to batch), so a change of load on the machine hits all variants alike
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.reps):
-        for name, step in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            for xb, tb, yb in batches:
-                step(xb, tb, yb)
-            sync(device)
-            times[name].append(n / (time.perf_counter() - t0))
+        spent = dict.fromkeys(names, 0.0)
+        for i, (xb, tb, yb) in enumerate(batches):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                sync(device)
+                t0 = time.perf_counter()
+                steps[name](xb, tb, yb)
+                sync(device)
+                spent[name] += time.perf_counter() - t0
+        for name in names:
+            times[name].append(spent[name])
     out = {}
     for name, step in steps.items():
-        out[name] = {"samples/s": statistics.median(times[name]), **profile_steps(step, batches)}
+        out[name] = {"samples/s": statistics.median(n / s for s in times[name]),
+                     "per_rep": times[name], **profile_steps(step, batches)}
     return out
+
+
+def ratio(res: dict, name: str, base: str) -> str:
+    """Median and range over repetitions of the per-repetition speed ratio name / base."""
+    if base not in res:
+        return "-"
+    r = sorted(b / a for a, b in zip(res[name]["per_rep"], res[base]["per_rep"]))
+    return f"{statistics.median(r):.2f}x ({r[0]:.2f}-{r[-1]:.2f})"
 
 
 def map_sweep(args, device: torch.device) -> dict[str, float]:
@@ -183,15 +200,14 @@ def main() -> None:
     print("throughput (interleaved):", flush=True)
     res = throughput(args, device)
     maps = {} if args.no_map else (print("mAP run:", flush=True) or map_sweep(args, device))
-    base, fp32 = res.get("release", {}).get("samples/s"), res.get("fp32", {}).get("samples/s")
     rows = []
     for name, r in res.items():
-        rows.append([name, f"{r['samples/s']:,.0f}", f"{r['samples/s'] / base:.2f}x" if base else "-",
-                     f"{r['samples/s'] / fp32:.2f}x" if fp32 else "-", f"{r['ops']:.0f}", f"{r['ops_opt']:.0f}",
-                     f"{r['syncs']:.0f}", f"{r['syncs_opt']:.0f}",
+        rows.append([name, f"{r['samples/s']:,.0f}", ratio(res, name, "release"), ratio(res, name, "fp32"),
+                     f"{r['ops']:.0f}", f"{r['ops_opt']:.0f}", f"{r['syncs']:.0f}", f"{r['syncs_opt']:.0f}",
                      f"{maps[name]:.4f}" if name in maps else "-"])
     print(tabulate(rows, headers=["variant", "samples/s", "vs release", "vs fp32", "aten ops/step",
                                   "  in optimizer", "host reads/step", "  in optimizer", "test mAP"]))
+    print("samples/s: median over repetitions; ratios: median (min-max) of per-repetition ratios")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
