@@ -87,6 +87,11 @@ def test_an_incomplete_batch_with_host_built_masks_does_not_synchronise_either()
     assert masks is not None and masks.count == {"im": 9, "tm": 9, "im_real": 9, "tm_real": 9}
     m.train_step(x, t, y, opt, masks)
     assert _sync_ops(lambda: m.train_step(x, t, y, opt, masks)) == []
+    # stage 2, reconstructing the missing features of the batch first (rows planned on the host)
+    recon, masks2 = m._fill_plan(im, tm, x.device), RowMasks.build(*m.presence(im, tm, stage=2))
+    assert [len(c) for c in recon[0] + recon[1]] == [3, 3] and masks2.count["im_real"] == 9
+    m.train_step(x, t, y, opt, masks2, recon)
+    assert _sync_ops(lambda: m.train_step(x, t, y, opt, masks2, recon)) == []
     # the same losses as from the masks as tensors
     got = m.batch_losses(x, t, y, masks=masks)
     ref = m.batch_losses(x, t, y, im, tm, im, tm)
