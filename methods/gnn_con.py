@@ -572,9 +572,12 @@ class GNNCon(Method):
 
         validate = lambda: validation_map(self, val, device=dev)
         first = run_epochs(ctx, model, stage1, validate, p.epochs, p.patience)
-        if train.is_complete or p.stage2_epochs == 0 or p.epochs == 0:
-            return
-        self._stage2(ctx, first.best_val_map, first.epochs_run, x, t, im, tm, run, validate, gen)
+        if not (train.is_complete or p.stage2_epochs == 0 or p.epochs == 0):
+            self._stage2(ctx, first.best_val_map, first.epochs_run, x, t, im, tm, run, validate, gen)
+        if model.graph != "none" and train.labels.shape[1] <= 500:  # the report draws it as a heatmap
+            with torch.no_grad():
+                adj = model.adjacency().detach().float().cpu().numpy()
+            ctx.artifact("label_adjacency", adj, axis_labels=[str(n) for n in train.label_names])
 
     def _stage2(self, ctx, best_first, offset, x, t, im, tm, run, validate, gen) -> None:
         """Incomplete-modal stage 2: reconstruct missing features, mixed 1:2:2 batches, SGD lr2.

@@ -140,3 +140,24 @@ def test_fit_is_deterministic_for_a_seed(parts):
         m.fit(train, val, FitContext(seed=3))
         outs.append(m.encode(image=val.image)[0])
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("name", ["pgnn_con", "ignn_con"])
+def test_fit_logs_the_label_adjacency_for_the_report_heatmap(parts, name):
+    train, val, _ = parts
+    m = _method(name, epochs=1)
+    ctx = FitContext(seed=0)
+    m.fit(train, val, ctx)
+    art = ctx.artifacts["label_adjacency"]
+    values = np.asarray(art["data"])
+    assert art["axis_labels"] == [str(n) for n in train.label_names]
+    c = train.labels.shape[1]
+    assert values.shape == (c, c)
+    np.testing.assert_allclose(values, m.model.adjacency().detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_model_without_a_label_graph_logs_no_adjacency(parts):
+    train, val, _ = parts
+    ctx = FitContext(seed=0)
+    _method("pgnn_con/no_gnn", epochs=1).fit(train, val, ctx)
+    assert "label_adjacency" not in ctx.artifacts
