@@ -8,8 +8,11 @@ Conventions shared by every measure:
 - item j is relevant to query i when they share at least one label
   (``labels_q @ labels_r.T > 0``);
 - items are ranked by descending similarity, ties broken by retrieval index ascending
-  (the order of ``np.argsort(-s, kind="stable")``);
-- scores are computed in float32 and summed in float64.
+  (the order of ``np.argsort(-s, kind="stable")``) at every cut-off. Similarities are
+  computed in float64 and rounded to multiples of 2**-36 before ranking, so items whose
+  cosines are equal in exact arithmetic (duplicates, permuted or mirrored vectors) tie even
+  when rounding makes their computed values differ in the last bits (float32 on MPS, 2**-20);
+- hit counts are float32 and sums float64.
 
 Every measure is read off one ranking pass: per chunk of queries, the similarities are
 sorted once and the relevance matrix is gathered into rank order (``_ranked_relevance``);
@@ -28,10 +31,13 @@ import torch.nn.functional as F
 ArrayLike = np.ndarray | torch.Tensor
 
 DEFAULT_MAX_BYTES = 256 * 2**20
-# Peak working memory of one chunk, in bytes per (query, item) pair: the float32
-# similarities, the sort's float32 values and int64 indices live together (16 B); later the
+# Peak working memory of one chunk, in bytes per (query, item) pair: the float64
+# similarities, the sort's float64 values and int64 indices live together (24 B); later the
 # rank-ordered relevance (1 B) and its float32 cumulative sum (4 B) plus reduction temporaries.
-_BYTES_PER_PAIR = 24
+_BYTES_PER_PAIR = 32
+# Similarities are rounded to multiples of 1/_TIE_GRID before ranking (see the module docstring).
+_TIE_GRID = 2.0**36
+_TIE_GRID_FLOAT32 = 2.0**20
 _EPS = 1e-12
 
 
@@ -169,10 +175,12 @@ def _evaluate(query: ArrayLike, retrieval: ArrayLike, query_labels: ArrayLike,
 def _ranked_relevance(q: torch.Tensor, r: torch.Tensor, lq: torch.Tensor, lr: torch.Tensor,
                       max_bytes: int) -> Iterator[torch.Tensor]:
     """Yield, per chunk of queries, the (chunk, N) bool relevance matrix in rank order."""
-    r = F.normalize(r, dim=1, eps=_EPS)
+    dtype, grid = (torch.float32, _TIE_GRID_FLOAT32) if r.device.type == "mps" else (torch.float64, _TIE_GRID)
+    r = F.normalize(r.to(dtype), dim=1, eps=_EPS)
     step = _chunk_size(r.shape[0], max_bytes)
     for start in range(0, q.shape[0], step):
-        sims = F.normalize(q[start:start + step], dim=1, eps=_EPS) @ r.T
+        sims = F.normalize(q[start:start + step].to(dtype), dim=1, eps=_EPS) @ r.T
+        sims.mul_(grid).round_()  # ties up to rounding noise become exact ties, broken by index below
         order = torch.sort(sims, dim=1, descending=True, stable=True).indices
         del sims  # free before the relevance matrix is built: it bounds the chunk's peak
         relevant = (lq[start:start + step] @ lr.T) > 0
