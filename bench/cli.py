@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,8 +22,20 @@ def summary_line(cmd: click.Command) -> str:
     return (cmd.short_help or (cmd.help or "").strip().split("\n")[0]).strip()
 
 
+MAX_MESSAGE = 390  # characters of an error message shown on its one line
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """A message on one line of at most `limit` characters; a long one loses its middle (the fix is at the end)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return text[:limit - tail - 5] + " ... " + text[-tail:]
+
+
 class Group(click.Group):
-    """Turns user errors (BenchError) into one line on stderr and exit code 2."""
+    """Turns user errors (BenchError) into one line on stderr and exit code 2; a full disk into one line, exit 1."""
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list, each with its whole first docstring line."""
@@ -33,11 +46,25 @@ class Group(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        import errno
+
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            where = f" writing {exc.filename}" if exc.filename else ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                click.echo(f"error: disk full{where}; free some space and rerun (finished records are intact, "
+                           "the interrupted run is redone)", err=True)
+                sys.exit(1)
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                             errno.ENAMETOOLONG, errno.ENOENT):
+                click.echo(f"error: {one_line(exc.strerror or str(exc))}{where or ''}; check the path and its "
+                           "permissions", err=True)
+                sys.exit(2)
+            raise
 
 
 @click.group(cls=Group)
@@ -70,6 +97,33 @@ plugins_option = click.option("--plugins", multiple=True, metavar="DIR", expose_
 
 results_option = click.option("--results", "results", default=None, metavar="DIR",
                               help="results folder (default $BENCH_RESULTS or ./results)")
+max_runs_option = click.option("--max-runs", type=click.IntRange(min=1), default=None, metavar="N",
+                               help="refuse sweeps of more than N runs (default 10000)")
+
+
+def check_results_folder(root: Path) -> None:
+    """The results folder must be a folder (or not exist yet) whose path works; nothing is created here."""
+    if "\x00" in str(root):
+        raise BenchError("--results: the path contains a NUL character")
+    if root.exists() and not root.is_dir():
+        raise BenchError(f"--results: {root} is a file, not a folder; pass a folder (it is created if absent)")
+    parent = next((p for p in [root, *root.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise BenchError(f"--results: {parent} is a file, so {root} cannot be created; pass another folder")
+
+
+def sweep_lock(out: Path, root: Path, sweep: str) -> Any:
+    """The per-sweep lock (acquired); a second invocation of the same sweep is refused."""
+    from filelock import FileLock, Timeout
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BenchError(f"another `bench run` is already running sweep '{sweep}' in {root} "
+                         f"(lock {out / '.lock'}); wait for it or use another --results folder") from None
+    return lock
 
 
 def selection_options(f):
@@ -95,9 +149,10 @@ def selection_options(f):
 @click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")
 @threads_option
 @plugins_option
+@max_runs_option
 def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
         multirun: bool, results: str | None, force: bool, dry_run: bool, device: str | None,
-        tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
+        tracking_uri: str | None, no_mlflow: bool, threads: int | None, max_runs: int | None) -> None:
     """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable.
 
     KEY=VALUE arguments override the file (seeds=[0] methods.pgnn_con.epochs=5
@@ -109,32 +164,40 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
     from bench.sweep import load_sweep
 
     root = results_root(results)
+    check_results_folder(root)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
-                       multirun=multirun, only_methods=methods, only_datasets=datasets)
+                       multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
     if dry_run:
         dry_run_listing(sweep, Runner(sweep, root, force=force))
         return
-    from filelock import FileLock, Timeout
+    # everything that can be checked is checked before anything is written (exit 2 writes nothing)
+    from bench.method import resolve_device
+    from bench.runner import preflight
 
+    resolve_device(sweep.device)
+    uri = None
+    if not no_mlflow:
+        from bench.tracking import check_uri, default_uri
+
+        uri = tracking_uri or default_uri(root)
+        if tracking_uri is not None:
+            check_uri(uri)
+    runner = Runner(sweep, root, force=force, show_progress=interactive(), echo=click.echo)
+    loaded: dict[str, Any] = {}
+    preflight(sweep, runner.pending(), root / "cache", loaded)
+    runner.adopt(loaded)
     out = root / sweep.name
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / ".lock"))
+    lock = sweep_lock(out, root, sweep.name)
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise BenchError(f"another `bench run` is already running sweep '{sweep.name}' in {root} "
-                         f"(lock {out / '.lock'}); wait for it or use another --results folder") from None
-    try:
-        tracker = None
-        if not no_mlflow:
-            from bench.tracking import MlflowTracker, default_uri
+        from bench.records import clean_stale_temporaries, runs_dir
 
-            tracker = MlflowTracker(tracking_uri or default_uri(root), sweep.name, root.resolve() / "mlartifacts")
-            stale = tracker.close_stale()
-            if stale:
-                click.echo(f"marked {stale} MLflow run(s) left running by an interrupted invocation as KILLED")
-            tracker.describe_experiment(sweep.description)
-        runner = Runner(sweep, root, tracker=tracker, force=force, show_progress=interactive(), echo=click.echo)
+        removed = clean_stale_temporaries(runs_dir(root, sweep.name))
+        if removed:
+            click.echo(f"removed {removed} temporary file(s) left in {runs_dir(root, sweep.name)} by a killed write")
+        tracker = None
+        if uri is not None:
+            tracker = open_tracker(uri, root, sweep.name, sweep.description)
+            runner.use_tracker(tracker)
         try:
             summary = runner.run()
         except KeyboardInterrupt:
@@ -178,6 +241,34 @@ def publish_to_parent(tracker, sweep, root: Path) -> None:  # noqa: ANN001
                 tracker.log_parent_artifact(fig, "figures")
     except Exception as exc:  # the runs and their records are done; this is only a convenience copy
         click.echo(f"warning: could not attach the report to the MLflow parent run: {exc}", err=True)
+
+
+def _max(max_runs: int | None) -> dict[str, int]:
+    return {} if max_runs is None else {"max_runs": max_runs}
+
+
+def open_tracker(uri: str, root: Path, sweep: str, description: str = "") -> Any:
+    """The MLflow tracker of a sweep: store created or checked, then reconciled with the records."""
+    from bench.tracking import MlflowTracker, prepare_store, reconcile
+
+    prepare_store(uri, root, echo=click.echo)
+    tracker = MlflowTracker(uri, sweep, root.resolve() / "mlartifacts")
+    try:
+        tracker.describe_experiment(description)
+    except Exception as exc:  # noqa: BLE001 - a description is tracking: it never stops the sweep
+        click.echo(f"warning: could not describe the MLflow experiment ({type(exc).__name__})")
+    try:
+        counts = reconcile(tracker, root, sweep)
+    except Exception as exc:  # noqa: BLE001 - reconciliation is tracking: it never stops the sweep
+        click.echo(f"warning: could not reconcile MLflow with the records ({type(exc).__name__}: "
+                   f"{one_line(str(exc), 200)})")
+        return tracker
+    if counts["closed_from_record"]:
+        click.echo(f"closed {counts['closed_from_record']} MLflow run(s) from their records "
+                   "(an interrupted invocation had written the record but not closed the run)")
+    if counts["killed"]:
+        click.echo(f"marked {counts['killed']} MLflow run(s) of dead invocations as KILLED")
+    return tracker
 
 
 @main.command()
@@ -230,6 +321,12 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, layout: str, 
                 hint = f"; sweeps there: {', '.join(existing)}" if existing else "; none there yet (run `bench run`)"
                 raise BenchError(f"no sweep '{item}' under {root}{hint}")
             names.append(item)
+    from bench.records import scan_records
+
+    _, unusable = scan_records(root, names or None)
+    if unusable:
+        path, why = unusable[0]
+        click.echo(f"note: skipped {len(unusable)} unreadable record(s), e.g. {path}: {why}", err=True)
     if fmt == "csv":
         text = make_report(root, names or None, keys=keys, fmt=fmt, metric=metric)
         written = all_figures(root, Path(figures), names or None, keys) if figures else []
@@ -289,29 +386,42 @@ def dry_run_listing(sweep, runner) -> None:
 @click.option("--no-mlflow", is_flag=True, help="do not log studies and trials to MLflow")
 @threads_option
 @plugins_option
+@max_runs_option
 def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
          multirun: bool, results: str | None, trials: int, timeout: float | None, storage: str | None,
-         device: str | None, tracking_uri: str | None, no_mlflow: bool, threads: int | None) -> None:
+         device: str | None, tracking_uri: str | None, no_mlflow: bool, threads: int | None,
+         max_runs: int | None) -> None:
     """Optuna studies on the VALIDATION split, one per (dataset, method) of SWEEP_FILE.
 
     Best parameters are saved as JSON; reuse them in a run sweep with `params_from: PATH`.
     """
+    import math
+
+    from bench.method import resolve_device
     from bench.progress import interactive
     from bench.sweep import load_sweep
+    from bench.tune import check_storage
     from bench.tune import tune as run_tune
 
     if trials < 1:
         raise BenchError("--trials must be at least 1")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise BenchError(f"--timeout must be a positive number of seconds, got {timeout}")
     set_threads(threads)
     root = results_root(results)
+    check_results_folder(root)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
-                       multirun=multirun, only_methods=methods, only_datasets=datasets)
+                       multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
+    resolve_device(sweep.device)
+    check_storage(storage, root, sweep.name)
     tracker = None
     if not no_mlflow:
-        from bench.tracking import MlflowTracker, default_uri
+        from bench.tracking import check_uri, default_uri
 
-        tracker = MlflowTracker(tracking_uri or default_uri(root), sweep.name, root.resolve() / "mlartifacts")
-        tracker.describe_experiment(sweep.description)
+        uri = tracking_uri or default_uri(root)
+        if tracking_uri is not None:
+            check_uri(uri)
+        tracker = open_tracker(uri, root, sweep.name, sweep.description)
     run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
              show_progress=interactive(), tracker=tracker)
 

@@ -89,6 +89,20 @@ def summarize(data: CrossModalData) -> tuple[list[str], list[str]]:
     return lines, warnings
 
 
+def benchmark_problem(data: CrossModalData) -> str | None:
+    """Why a loaded dataset cannot be benchmarked (no training or no labelled test rows), or None.
+
+    Its own split if it ships one, else the default test fraction; the validation fraction is left
+    out (a tiny dataset may need a smaller one: that is a sweep setting, not a data problem)."""
+    from bench.splits import SplitSpec, compute_split
+
+    try:
+        compute_split(data, SplitSpec(val=0.0))
+    except BenchError as exc:
+        return f"{exc} (checked with the dataset's own split, else a test fraction of 0.2)"
+    return None
+
+
 @click.group()
 def data() -> None:
     """Check and prepare datasets."""
@@ -100,7 +114,7 @@ def data() -> None:
 @click.option("--param", "pairs", multiple=True, metavar="K=V", help="dataset parameter (repeatable)")
 @cache_option
 def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path | None) -> None:
-    """Load dataset NAME and print a summary, or every problem found (exit status 1)."""
+    """Load dataset NAME and print a summary, or every problem found (exit status 2: unusable data)."""
     ds = None
     try:
         params = parse_params(pairs)
@@ -110,10 +124,18 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path 
         problem = ds.missing()
         if problem and not hasattr(ds, "problems"):  # one line is all there is to say
             click.echo(f"problem: {problem}", err=True)
-            sys.exit(1)
+            sys.exit(2)
         loaded = None if problem else ds.load()
+        if loaded is not None:
+            problem = benchmark_problem(loaded)
+            if problem:
+                click.echo(f"problem: {problem}", err=True)
+                sys.exit(2)
     except BenchError as exc:
         problem = str(exc)
+        loaded = None
+    except MemoryError as exc:
+        problem = f"dataset {name}: does not fit in memory ({exc}); check its files for absurd sizes or ids"
         loaded = None
     if loaded is None:
         found = [problem]
@@ -124,7 +146,7 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path 
                 found = [str(exc)]
         for p in found:
             click.echo(f"problem: {p}", err=True)
-        sys.exit(1)
+        sys.exit(2)
     lines, warnings = summarize(loaded)
     click.echo("\n".join(lines))
     for w in warnings:

@@ -94,6 +94,8 @@ def build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
         value = _coerce(value, hints[key], here)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{here}: {value} is not a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            raise ConfigError(f"{here}: {str(value)[:30]} does not fit in 64 bits")
         meta = f.metadata
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{here}: {value!r} is not one of {list(meta['choices'])}")

@@ -60,25 +60,80 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A record, or None when the file is absent or unreadable (treated as not finished)."""
+def record_problem(data: Any) -> str | None:
+    """Why a parsed record cannot be used (missing fields, wrong types), or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if data.get("status") not in ("ok", "failed"):
+        return f"status {str(data.get('status'))[:40]!r} is not ok/failed"
+    if not isinstance(data.get("key"), str):
+        return "no 'key' string"
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return "no 'spec' mapping"
+    for field, kind in (("sweep", str), ("dataset_label", str), ("method_label", str), ("seed", int)):
+        if not isinstance(spec.get(field), kind) or isinstance(spec.get(field), bool):
+            return f"spec.{field} is missing or not a {kind.__name__}"
+    if data["status"] == "ok":
+        metrics = data.get("metrics")
+        if not isinstance(metrics, dict):
+            return "an ok record without a 'metrics' mapping"
+        for name in ("map_i2t", "map_t2i"):
+            if not isinstance(metrics.get(name), (int, float)) or isinstance(metrics.get(name), bool):
+                return f"metrics.{name} is missing or not a number"
+    return None
+
+
+def load_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None), or (None, why it is unusable); an absent file is (None, None)."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("status") in ("ok", "failed") else None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+    problem = record_problem(data)
+    return (None, problem) if problem else (data, None)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A record, or None when the file is absent or unusable (treated as not finished)."""
+    return load_record(path)[0]
+
+
+def scan_records(results: Path, sweeps: list[str] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """(every usable record, [(path, why) for each unusable one]) under `results/<sweep>/runs/`."""
+    results = Path(results)
+    if not results.is_dir():
+        return [], []
+    names = sweeps or sorted(p.name for p in results.iterdir() if (p / "runs").is_dir())
+    out, skipped = [], []
+    for name in names:
+        for path in sorted(runs_dir(results, name).glob("[!.]*.json")):  # not .tmp-* leftovers
+            rec, problem = load_record(path)
+            if rec is not None:
+                out.append(rec)
+            elif problem:
+                skipped.append((path, problem))
+    return out, skipped
 
 
 def iter_records(results: Path, sweeps: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every readable record under `results/<sweep>/runs/`, for the given sweeps or all."""
-    results = Path(results)
-    if not results.exists():
-        return []
-    names = sweeps or sorted(p.name for p in results.iterdir() if (p / "runs").is_dir())
-    out = []
-    for name in names:
-        for path in sorted(runs_dir(results, name).glob("[!.]*.json")):  # not .tmp-* leftovers
-            rec = read_record(path)
-            if rec is not None:
-                out.append(rec)
-    return out
+    """Every usable record under `results/<sweep>/runs/`, for the given sweeps or all."""
+    return scan_records(results, sweeps)[0]
+
+
+def clean_stale_temporaries(folder: Path) -> int:
+    """Remove the `.tmp-*` files a kill during `write_atomic` left in `folder`; returns how many.
+
+    Only call this while holding the lock of whoever writes there (the sweep lock for `runs/`).
+    """
+    removed = 0
+    for path in Path(folder).glob(".tmp-*"):
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

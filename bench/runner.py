@@ -36,7 +36,7 @@ from bench.records import read_record, record_path, write_record
 from bench.registry import get_dataset, get_method
 from bench.splits import MissingSpec, Split, SplitSpec, get_split, missing_mask
 from bench.sweep import RunSpec, Sweep, get_dataset_params
-from bench.tracking import NullTracker, child_params, child_tags, epoch_metrics, run_name, section
+from bench.tracking import NullTracker, SafeTracker, child_params, child_tags, epoch_metrics, run_name, section
 
 
 @dataclass
@@ -279,6 +279,43 @@ def pr_figure(metrics: dict[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def preflight(sweep: Sweep, specs: list[RunSpec], cache_root: Path,
+              loaded: dict[str, CrossModalData] | None = None) -> None:
+    """Check, before anything is written or trained, what would otherwise fail only at run time.
+
+    Every dataset of `specs` must be available and load, and every split spec must leave non-empty
+    train and test parts (and a 'db' split where `retrieval: db` asks for one). Splits are computed
+    here without writing the cache. Raises BenchError naming the dataset and the fix. The last
+    dataset loaded is left in `loaded` (keyed like `Runner._data_for`) for the runner to reuse.
+    """
+    from bench.splits import compute_split
+
+    by_data: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        by_data.setdefault(json.dumps([spec.dataset, spec.dataset_params], sort_keys=True), []).append(spec)
+    for key, group in by_data.items():
+        first = group[0]
+        try:
+            data = load_dataset(first, cache_root)
+        except BenchError as exc:
+            raise BenchError(f"{sweep.path}: dataset '{first.dataset_label}': {exc}; fix it, or mark the dataset "
+                             "`optional: true` to skip it when absent") from None
+        except MemoryError as exc:
+            raise BenchError(f"{sweep.path}: dataset '{first.dataset_label}' does not fit in memory ({exc}); "
+                             "use smaller dataset parameters") from None
+        except (ValueError, OverflowError) as exc:
+            raise BenchError(f"{sweep.path}: dataset '{first.dataset_label}' cannot be built with its parameters "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        for split_spec in {json.dumps(s.split, sort_keys=True) for s in group}:
+            try:
+                compute_split(data, SplitSpec(**json.loads(split_spec)))
+            except BenchError as exc:
+                raise BenchError(f"{sweep.path}: dataset '{first.dataset_label}': {exc}") from None
+        if loaded is not None:
+            loaded.clear()
+            loaded[key] = data
+
+
 class Runner:
     """Runs the specs of a sweep with resume, failure records and tracking."""
 
@@ -286,7 +323,7 @@ class Runner:
                  show_progress: bool = False, echo: Callable[[str], None] = print) -> None:
         self.sweep = sweep
         self.results = Path(results)
-        self.tracker = tracker or NullTracker()
+        self.tracker = SafeTracker(tracker or NullTracker(), echo)  # tracking never decides a run's fate
         self.force = force
         self.show_progress = show_progress
         self.echo = echo
@@ -296,6 +333,7 @@ class Runner:
         self._position = {s.key: i for i, s in enumerate(sweep.specs)}
         self._environment: dict[str, Any] | None = None
         self.summary = SweepSummary(total=len(sweep.specs))  # what this invocation has done so far
+        self._data: CrossModalData | Exception | None = None
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -303,7 +341,6 @@ class Runner:
         if self._environment is None:
             self._environment = environment(self.device)
         return self._environment
-        self._data: CrossModalData | Exception | None = None
 
     def pending(self) -> list[RunSpec]:
         """Specs without an ok record (all of them with `force`), excluding skipped datasets."""
@@ -315,6 +352,15 @@ class Runner:
             if self.force or rec is None or rec["status"] != "ok":
                 out.append(spec)
         return out
+
+    def use_tracker(self, tracker: Any) -> None:
+        """Track to `tracker` (wrapped so that a tracking failure never fails a run)."""
+        self.tracker = SafeTracker(tracker, self.echo)
+
+    def adopt(self, loaded: dict[str, CrossModalData]) -> None:
+        """Reuse a dataset already loaded by `preflight`."""
+        for key, data in loaded.items():
+            self._data_key, self._data = key, data
 
     def _data_for(self, spec: RunSpec) -> CrossModalData:
         key = json.dumps([spec.dataset, spec.dataset_params], sort_keys=True)
@@ -415,7 +461,7 @@ class Runner:
             cost = {**result.get("timings", {}), **{k: v for k, v in result.get("memory", {}).items()},
                     "parameters": result.get("cost", {}).get("parameters")}
             self.tracker.log_metrics(run_id, section("cost", scalar_metrics(cost)))
-            self._artifacts(run_id, spec, result)
+            self._guarded_artifacts(run_id, spec, result)
             record = {**base, **result, "status": "ok", "reason": None}
         except KeyboardInterrupt:
             self.tracker.end_child(run_id, "KILLED")
@@ -430,6 +476,14 @@ class Runner:
         write_record(record_path(self.results, self.sweep.name, spec.key), record)
         self.tracker.end_child(run_id, "FINISHED" if record["status"] == "ok" else "FAILED")
         return record
+
+    def _guarded_artifacts(self, run_id: str | None, spec: RunSpec, result: dict[str, Any]) -> None:
+        """Attach the artifacts; a failure here (a figure, a temp file) is a tracking failure, not the run's."""
+        try:
+            self._artifacts(run_id, spec, result)
+        except Exception as exc:  # noqa: BLE001
+            self.echo(f"warning: MLflow artifacts of {spec.describe()} not saved ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); the run's record is unaffected")
 
     def _artifacts(self, run_id: str | None, spec: RunSpec, result: dict[str, Any]) -> None:
         if run_id is None:

@@ -113,13 +113,36 @@ def get_split(data: CrossModalData, spec_: SplitSpec, cache_dir: Path | None) ->
         return compute_split(data, spec_)
     path = split_path(cache_dir, data, spec_)
     if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            split = Split(**{k: z[k] for k in ("train", "val", "test", "retrieval")})
-        if max(int(a.max(initial=-1)) for a in asdict(split).values()) < data.n:
-            return split
+        cached = read_cached_split(path, data.n)
+        if cached is not None:
+            return cached
     split = compute_split(data, spec_)
     _atomic_savez(path, **asdict(split))
     return split
+
+
+def read_cached_split(path: Path, n: int) -> Split | None:
+    """A cached split if the file is whole and consistent with `n` rows, else None (it is then recomputed).
+
+    Checked: a readable .npz with the four int arrays, 1-D, sorted, without repeats, inside 0..n-1,
+    non-empty train and test, and train, val and test disjoint.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in ("train", "val", "test", "retrieval")}
+    except Exception:  # noqa: BLE001 - truncated zip, missing key, not a zip: all mean "recompute"
+        return None
+    for a in arrays.values():
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            return None
+        if a.size and (a.min() < 0 or a.max() >= n or np.any(np.diff(a) <= 0)):
+            return None
+    if not arrays["train"].size or not arrays["test"].size:
+        return None
+    parts = np.concatenate([arrays["train"], arrays["val"], arrays["test"]])
+    if np.unique(parts).size != parts.size:
+        return None
+    return Split(**{k: v.astype(np.int64) for k, v in arrays.items()})
 
 
 def missing_mask(n: int, spec_: MissingSpec) -> tuple[np.ndarray, np.ndarray]:

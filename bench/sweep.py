@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import re
 import sys
 import types
 from dataclasses import dataclass, field
@@ -157,28 +158,126 @@ def sweep_path(path: str | Path) -> Path:
     return path
 
 
+# Size limits: a YAML document whose aliases expand beyond this many nodes is refused (an alias bomb
+# of a few hundred bytes would otherwise take minutes and gigabytes), and so is a sweep of more runs
+# than `max_runs` (raise it with --max-runs) before any grid is expanded.
+MAX_YAML_NODES = 100_000
+MAX_RUNS = 10_000
+MAX_NAME = 100
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys (YAML's last-one-wins hides typos)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: dict[Any, Any] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    mark = key_node.start_mark
+                    raise ConfigError(f"{self.name}: line {mark.line + 1}, column {mark.column + 1}: duplicate key "
+                                      f"'{_short(key)}' (first at line {seen[key] + 1}); keep one")
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
+    """Nodes of the document once every alias is expanded (memoised on shared nodes; stops past limit)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = limit + 1  # a node that contains itself expands without end
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, memo, limit)
+        if total > limit:
+            break
+    memo[id(node)] = total
+    return total
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr-like text of a value, cut to `limit` characters."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def read_yaml(path: Path) -> Any:
-    """Safe-load a YAML file with one-line errors."""
+    """Safe-load a YAML file with one-line errors; duplicate keys and alias bombs are refused."""
     if not path.exists():
         shipped = ", ".join(builtin_sweeps())
         raise ConfigError(f"{path}: no such sweep file" + (f"; shipped sweeps (usable by name): {shipped}"
                                                             if shipped else ""))
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a sweep file")
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{path}: cannot read as UTF-8 text ({type(exc).__name__})") from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: the YAML expands to more than {MAX_YAML_NODES} values through its aliases "
+                              "(&anchor / *alias); write the values out or use fewer aliases")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{at}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def check_name(value: Any, where: str, what: str) -> str:
+    """A sweep name or dataset label: it becomes part of file names, so no separators, dots first or NUL."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {what} must be a non-empty string")
+    if len(value) > MAX_NAME:
+        raise ConfigError(f"{where}: {what} is {len(value)} characters long; use at most {MAX_NAME}")
+    bad = [c for c in value if c in '/\\' or ord(c) < 32 or ord(c) == 127]
+    if bad or value.startswith(".") or value.strip() != value:
+        raise ConfigError(f"{where}: {what} {_short(value)!r} cannot be part of a file name (no '/', '\\', "
+                          "control characters, leading '.' or surrounding spaces); rename it")
+    return value
+
+
+def _count_runs(raw: dict, n_seeds: int, max_runs: int, path: Path) -> None:
+    """Refuse a sweep of more than `max_runs` runs before any grid is expanded."""
+    n_datasets = len(raw["datasets"]) if isinstance(raw.get("datasets"), list) else 1
+    total = 0
+    for m in raw["methods"] if isinstance(raw.get("methods"), list) else []:
+        points = 1
+        grid = m.get("grid") if isinstance(m, dict) else None
+        if isinstance(grid, dict):
+            for values in grid.values():
+                points *= len(values) if isinstance(values, list) and values else 1
+        total += points
+    total *= n_datasets * n_seeds
+    if total > max_runs:
+        raise ConfigError(f"{path}: the sweep expands to {total} runs, more than the limit of {max_runs}; "
+                          "shrink the grids or pass --max-runs N to allow more")
 
 
 def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | str = Path("results/cache"),
                overrides: list[str] | tuple[str, ...] = (), multirun: bool = False,
-               only_methods: tuple[str, ...] = (), only_datasets: tuple[str, ...] = ()) -> Sweep:
+               only_methods: tuple[str, ...] = (), only_datasets: tuple[str, ...] = (),
+               max_runs: int = MAX_RUNS) -> Sweep:
     """Parse and validate a sweep file into resolved run specs.
 
     `cache_root` is where dataset plugins keep prepared files (`<cache_root>/<dataset>`); it is
@@ -200,18 +299,17 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
     for required in ("datasets", "methods"):
         if required not in raw:
             raise ConfigError(f"{path}: missing required key '{required}'; see the sweep reference in README.md")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"{at('name')}: must be a non-empty string without '/'")
+    name = check_name(raw.get("name", path.stem), at("name"), "the sweep name")
     dev = device or raw.get("device", "auto")
-    if not isinstance(dev, str) or not (dev in ("auto", "cpu", "mps") or dev.startswith("cuda")):
-        raise ConfigError(f"{at('device')}: {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if not isinstance(dev, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", dev):
+        raise ConfigError(f"{at('device')}: {_short(dev)!r} is not one of auto, cpu, cuda, cuda:N, mps")
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
     if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise ConfigError(f"{at('seeds')}: expected a non-empty list of non-negative integers, got {seeds!r}")
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds)):
+        raise ConfigError(f"{at('seeds')}: expected a non-empty list of non-negative integers below 2^63, "
+                          f"got {_short(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{at('seeds')}: duplicate seeds {seeds}")
     split_per_seed = raw.get("split_per_seed", False)
@@ -229,6 +327,7 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
         raise ConfigError(f"{at('datasets')}: expected a non-empty list of datasets")
     if not isinstance(methods, list) or not methods:
         raise ConfigError(f"{at('methods')}: expected a non-empty list of methods")
+    _count_runs(raw, len(seeds), max_runs, path)
     method_items = [_parse_method(m, at("methods", i)) for i, m in enumerate(methods)]
     all_params = {f.name for item in method_items for f in dataclasses.fields(item[0].cls.Params)}
     used_names = {d if isinstance(d, str) else d.get("name") for d in datasets if isinstance(d, (str, dict))}
@@ -257,9 +356,7 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
         optional = d.get("optional", False)
         if not isinstance(optional, bool):
             raise ConfigError(f"{where}.optional: expected true/false")
-        label = d.get("label") or d["name"]
-        if not isinstance(label, str):
-            raise ConfigError(f"{where}.label: expected a string")
+        label = check_name(d.get("label") or d["name"], f"{where}.label", "the dataset label")
         if label in labels_seen:
             raise ConfigError(f"{where}.label: '{label}' is used twice; give each dataset entry a distinct label")
         labels_seen.add(label)

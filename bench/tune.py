@@ -24,18 +24,75 @@ from bench.sweep import RunSpec, Sweep, resolve_params
 
 
 def best_params_path(results: Path, sweep: str, dataset_label: str, method: str) -> Path:
-    """Where the best parameters of a study are saved."""
-    return Path(results) / sweep / "tune" / f"{dataset_label}__{method.replace('/', '--')}.json"
+    """Where the best parameters of a study are saved (always inside `<results>/<sweep>/tune/`)."""
+    folder = Path(results) / sweep / "tune"
+    path = folder / f"{dataset_label}__{method.replace('/', '--')}.json"
+    if path.resolve().parent != folder.resolve():  # labels are checked at parse time; this is the backstop
+        raise BenchError(f"dataset label {dataset_label!r} would write outside {folder}; rename it")
+    return path
+
+
+def journal_path(results: Path, sweep: str) -> Path:
+    """The default Optuna journal of a sweep."""
+    return Path(results) / sweep / "tune" / "optuna.journal"
+
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+
+def check_storage(storage: str | None, results: Path, sweep: str) -> None:
+    """Refuse an unusable storage URL or a corrupt journal before anything is written (BenchError)."""
+    if storage is None:
+        path = journal_path(results, sweep)
+        if path.exists():
+            _read_journal(path)
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    fix = "pass e.g. sqlite:////abs/path/optuna.db or postgresql://user@host/db, or leave --storage out"
+    try:
+        url = make_url(storage)
+    except (ArgumentError, ValueError):
+        raise BenchError(f"--storage {storage[:200]!r} is not a database URL; {fix}") from None
+    if url.get_backend_name() not in STORAGE_SCHEMES:
+        raise BenchError(f"--storage {storage[:200]!r}: unknown database '{url.get_backend_name()}'; {fix}")
+    if url.get_backend_name() == "sqlite" and url.database:
+        folder = Path(url.database).parent
+        if not folder.is_dir():
+            raise BenchError(f"--storage {storage[:200]!r}: folder {folder} does not exist; create it or {fix}")
+
+
+def _read_journal(path: Path) -> None:
+    """Every line of an Optuna journal must be a JSON object with an op_code (a torn last line is fine)."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read the Optuna journal ({exc.strerror})") from None
+    for i, line in enumerate(lines[:-1], 1):  # the part after the last newline may be a torn write
+        try:
+            op = json.loads(line)
+        except ValueError:
+            op = None
+        if not isinstance(op, dict) or "op_code" not in op:
+            raise BenchError(f"{path}: line {i} is not an Optuna journal entry (corrupt journal); move it aside "
+                             f"(mv {path} {path}.bad) to start the studies afresh")
 
 
 def storage_for(results: Path, sweep: str, storage: str | None) -> Any:
     """An Optuna storage: the given URL, else a journal file under the sweep's tune folder."""
     if storage:
-        return storage
+        import optuna
+
+        try:
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
+        except Exception as exc:  # noqa: BLE001 - any failure to open it is the user's URL or server
+            raise BenchError(f"--storage {storage[:200]!r} cannot be opened ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    path = Path(results) / sweep / "tune" / "optuna.journal"
+    path = journal_path(results, sweep)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
@@ -50,6 +107,28 @@ def sampler_seed(base: int, trials_before: int, worker: int = 0) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([int(base), int(trials_before), int(worker)]).generate_state(1)[0])
+
+
+def fail_stale_trials(study: Any) -> int:
+    """Mark FAIL the RUNNING trials of `study` whose owner process is provably dead; returns how many.
+
+    Each trial records its owner (host, pid, process start) as the user attribute `bench.owner`;
+    a killed `bench tune` leaves its trial RUNNING for good otherwise. Live owners (another
+    `bench tune` on the same study) and other hosts are left alone.
+    """
+    import optuna
+
+    from bench.tracking import OWNER_TAG, owner_is_dead
+
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if owner_is_dead(trial.user_attrs.get(OWNER_TAG)):
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - another process may have just closed it
+                continue
+            failed += 1
+    return failed
 
 
 def studies(sweep: Sweep) -> list[RunSpec]:
@@ -69,8 +148,10 @@ def make_objective(entry: Any, template: RunSpec, data: Any, split: Any, device:
     import optuna
 
     from bench.runner import execute
+    from bench.tracking import OWNER_TAG, owner_tag
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(OWNER_TAG, owner_tag())  # lets a later `bench tune` fail it if this process dies
         suggested = entry.cls.search_space(trial)
         free = {k: v for k, v in suggested.items() if k not in entry.fixed}
         params = resolve_params(entry, template.dataset, {**template.params, **free}, f"tune {template.method}")
@@ -168,6 +249,10 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
         study = optuna.create_study(
             study_name=name, storage=store, direction="maximize", load_if_exists=True,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        stale = fail_stale_trials(study)
+        if stale:
+            echo(f"{template.dataset_label} | {template.method}: marked {stale} trial(s) of a killed `bench tune` "
+                 "as FAIL")
         before = len(study.trials)
         study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(template.seed, before, worker))
         objective = make_objective(entry, template, data, split, device, show_progress)

@@ -37,12 +37,12 @@ def test_check_of_a_broken_dataset_prints_the_problem_and_exits_non_zero(tmp_pat
     folder = _layout_a(tmp_path / "mir")
     (folder / "test_lab.mat").unlink()
     res = CliRunner().invoke(data, ["check", "mirflickr", "--root", str(folder)])
-    assert res.exit_code == 1 and "lacks test_lab.mat" in res.output
+    assert res.exit_code == 2 and "lacks test_lab.mat" in res.output
 
 
 def test_check_rejects_unknown_params_with_a_suggestion(tmp_path):
     res = CliRunner().invoke(data, ["check", "mfeat", "--param", "image_veiw=fou"])
-    assert res.exit_code == 1 and "did you mean image_view" in res.output
+    assert res.exit_code == 2 and "did you mean image_view" in res.output
 
 
 def test_prepare_from_an_unpacked_tree_then_check(tmp_path):
@@ -74,7 +74,7 @@ def test_check_lists_every_broken_file_not_just_the_first(tmp_path):
     img[2, 2] = np.nan
     savemat(folder / "test_img.mat", {"test_img": img})
     res = CliRunner().invoke(data, ["check", "mirflickr", "--root", str(folder)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "lacks test_lab.mat" in res.output
     assert "train_txt.mat: no key 'train_txt' (found: wrong)" in res.output
     assert "test_img.mat: key 'test_img' has 1 NaN/inf values (first in row 2)" in res.output

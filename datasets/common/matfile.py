@@ -27,8 +27,12 @@ def mat_keys(path: Path) -> list[str]:
     if is_hdf5(path):
         import h5py
 
-        with h5py.File(path, "r") as f:
-            return sorted(k for k in f.keys() if not k.startswith("#"))
+        try:
+            with h5py.File(path, "r") as f:
+                return sorted(k for k in f.keys() if not k.startswith("#"))
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable HDF5 / v7.3 .mat file (truncated or corrupt?): "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") from None
     from scipy.io import whosmat
 
     try:
@@ -51,12 +55,19 @@ def read_mat(path: Path, keys: list[str] | tuple[str, ...], *, optional: tuple[s
     if is_hdf5(path):
         import h5py
 
-        with h5py.File(path, "r") as f:
-            found = sorted(k for k in f.keys() if not k.startswith("#"))
-            for key in want:
-                if key in f and isinstance(f[key], h5py.Dataset):
-                    arr = f[key][()]
-                    out[key] = np.asarray(arr).T
+        try:
+            with h5py.File(path, "r") as f:
+                found = sorted(k for k in f.keys() if not k.startswith("#"))
+                for key in want:
+                    if key in f and isinstance(f[key], h5py.Dataset):
+                        dset = f[key]
+                        if dset.dtype.kind not in "biuf":  # cell arrays (references), strings, structs
+                            raise DataError(f"{path}: key '{key}' holds MATLAB {dset.dtype} data (a cell array, "
+                                            "string or struct?); expected a numeric matrix")
+                        out[key] = np.asarray(dset[()]).T
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable HDF5 / v7.3 .mat file (truncated or corrupt?): "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") from None
     else:
         from scipy.io import loadmat
 
@@ -66,6 +77,10 @@ def read_mat(path: Path, keys: list[str] | tuple[str, ...], *, optional: tuple[s
             raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from exc
         found = mat_keys(path)
         out = {k: np.asarray(raw[k]) for k in want if k in raw}
+        for key, arr in out.items():
+            if arr.dtype.kind not in "biuf":
+                raise DataError(f"{path}: key '{key}' holds {arr.dtype} data (a cell array, string or struct?); "
+                                "expected a numeric matrix")
     for key in keys:
         if key not in out:
             raise DataError(f"{path}: no key '{key}' (found: {', '.join(found) or 'none'}); "

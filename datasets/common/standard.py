@@ -28,6 +28,7 @@ from .matfile import mat_keys, read_mat
 LAYOUT_A = ("train_img", "train_txt", "test_img", "test_txt")
 LAYOUT_B = ("I_tr", "T_tr", "L_tr", "I_te", "T_te", "L_te")
 B_SUFFIXES = (".mat", ".h5", ".hdf5")
+MAX_CLASSES = 10_000  # class ids beyond this are a broken file, not a dataset (one-hot would need n x id bytes)
 
 
 @dataclass
@@ -51,6 +52,9 @@ def _label_ids_to_multihot(path: Path, key: str, ids: np.ndarray, c: int | None,
         base = 0 if ids.size == 0 or ids.min() == 0 else 1  # MATLAB ids are usually 1-based
     ids = ids - base
     c = int(ids.max(initial=0)) + 1 if c is None else c
+    if c > MAX_CLASSES:
+        raise DataError(f"{path}: key '{key}' has class id {int(ids.max()) + base}, implying {c} classes (at most "
+                        f"{MAX_CLASSES}); expected class ids 0..C-1 or 1..C")
     if ids.size and (ids.min() < 0 or ids.max() >= c):
         bad = int(ids.min() if ids.min() < 0 else ids.max()) + base
         raise DataError(f"{path}: key '{key}' has class id {bad} outside {base}..{c - 1 + base}")
@@ -213,6 +217,8 @@ class StandardDataset(Dataset):
             raise DataError(f"{path}: key '{key}' has {arr.shape[0]} rows, expected {rows} (one per item)")
         if c is not None and arr.shape[1] != c:
             raise DataError(f"{path}: key '{key}' has {arr.shape[1]} label columns, expected {c} (as in training)")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DataError(f"{path}: key '{key}' has non-numeric dtype {arr.dtype}; expected a 0/1 multi-hot matrix")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise DataError(f"{path}: key '{key}' has NaN/inf labels; expected 0/1")
         vals = np.unique(arr)
@@ -252,8 +258,13 @@ class StandardDataset(Dataset):
                     if other.is_file():
                         ids.append(np.asarray(read_mat(other, [other.stem])[other.stem]).reshape(-1))
                     allids = np.concatenate(ids)
+                    if not np.issubdtype(allids.dtype, np.number) or not np.isfinite(allids).all():
+                        raise DataError(f"{lpath}: key '{key}' should hold finite integer class ids")
                     base = 0 if allids.min() == 0 else 1
                     c = int(allids.max()) + 1 - base
+                    if c > MAX_CLASSES or allids.min() < 0:
+                        raise DataError(f"{lpath}: class ids span {allids.min():g}..{allids.max():g}, not 0..C-1 or "
+                                        f"1..C with C at most {MAX_CLASSES}; fix the label file")
                     info["labels"] += f" ({base}-based ids, {c} classes)"
                 lab, c = _label_ids_to_multihot(lpath, key, raw, c, base)
             else:
