@@ -315,7 +315,12 @@ def check_uri(uri: str) -> None:
         if not folder.exists() and scheme == "sqlite":
             raise BenchError(f"tracking URI {uri[:200]!r}: folder {folder} does not exist; create it or {fix}")
     if scheme in ("http", "https"):
+        import os
+
         probe_server(uri)
+        # a server that dies mid-sweep: MLflow's default retries would stall each call for minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:

@@ -145,3 +145,19 @@ def test_report_digits_must_be_sensible(tmp_path):
     result = CliRunner().invoke(main, ["report", "--digits", "-1", "--results", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_tracking_server_that_accepts_but_never_answers_fails_within_seconds(tmp_path):
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)  # connections are accepted by the kernel; nothing ever replies
+        uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+        t0 = time.monotonic()
+        result = CliRunner().invoke(main, ["run", str(_good(tmp_path)), "--results", str(tmp_path / "r"),
+                                           "--tracking-uri", uri])
+        elapsed = time.monotonic() - t0
+    assert_clean_refusal(result, tmp_path / "r")
+    assert "does not answer within 5 s" in result.stderr
+    assert elapsed < 15
