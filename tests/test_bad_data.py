@@ -105,3 +105,30 @@ def test_run_refuses_unusable_data_before_anything_is_written(tmp_path, case):
     assert res.exit_code == 2, res.output
     assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: ")
     assert not results.exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt index", "truncated cache"])
+def test_a_corrupt_openclipart_cache_is_a_one_line_problem(tmp_path, monkeypatch, damage):
+    from test_datasets_openclipart import make_tree
+
+    for var in ("BENCH_DATA_OPENCLIPART", "BENCH_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    tree = make_tree(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    res = CliRunner().invoke(main, ["data", "prepare", "openclipart", "--from", str(tree), "--workers", "1",
+                                    "--cache-dir", str(cache)])
+    assert res.exit_code == 0, res.output
+    folder = cache / "openclipart"
+    if damage == "corrupt index":
+        (folder / "latest.json").write_text('{"file": ')
+    else:
+        npzs = list(folder.glob("*.npz"))
+        assert npzs
+        for npz in npzs:
+            npz.write_bytes(npz.read_bytes()[:300])
+    res = CliRunner().invoke(main, ["data", "check", "openclipart", "--param", "min_df=1", "--cache-dir", str(cache)])
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("problem: ") and len(lines[0]) <= 400
