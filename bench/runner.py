@@ -298,8 +298,8 @@ def preflight(sweep: Sweep, specs: list[RunSpec], cache_root: Path,
         try:
             data = load_dataset(first, cache_root)
         except BenchError as exc:
-            raise BenchError(f"{sweep.path}: dataset '{first.dataset_label}': {exc}; fix it, or mark the dataset "
-                             "`optional: true` to skip it when absent") from None
+            raise BenchError(f"{sweep.path}: {exc}; fix it, or mark the dataset `optional: true` to skip it when "
+                             "absent") from None
         except MemoryError as exc:
             raise BenchError(f"{sweep.path}: dataset '{first.dataset_label}' does not fit in memory ({exc}); "
                              "use smaller dataset parameters") from None
