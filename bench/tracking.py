@@ -451,8 +451,8 @@ def reconcile(tracker: Any, results: Path, sweep: str, echo: Any = print) -> dic
                 have = set(run.data.metrics)
                 from bench.runner import scalar_metrics
 
-                missing = {f"test_{k}": v for k, v in scalar_metrics(rec["metrics"]).items()
-                           if _metric_key(f"test_{k}") not in have}
+                missing = {k: v for k, v in section("test", scalar_metrics(rec["metrics"])).items()
+                           if _metric_key(k) not in have}  # the names the runner logs them under
                 tracker.log_metrics(info.run_id, missing)
             client.set_tag(info.run_id, RECORD_TAG, str(record_path(results, sweep, key)))
             client.set_terminated(info.run_id, "FINISHED" if rec["status"] == "ok" else "FAILED")
@@ -508,3 +508,10 @@ class SafeTracker:
     def end_child(self, run_id: str | None, status: str) -> None:  # noqa: D102
         if run_id is not None:
             self._call("end_child", run_id, status)
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other tracker call (set_tags, log_dataset, ...) guarded the same way; plain attributes as they are."""
+        value = getattr(self.inner, name)
+        if not callable(value):
+            return value
+        return lambda *args, **kwargs: self._call(name, *args, **kwargs)

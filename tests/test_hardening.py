@@ -103,7 +103,7 @@ def test_a_kill_right_after_a_record_is_written_is_reconciled_in_mlflow(tmp_path
     [child] = [r for r in mlflow_runs(results, "hard") if r.info.run_id == rec["mlflow_run_id"]]
     assert child.info.status == "FINISHED"
     assert child.data.tags["bench.record"].endswith(f"{rec['key']}.json")
-    assert child.data.metrics["test_map_i2t"] == pytest.approx(rec["metrics"]["map_i2t"])
+    assert child.data.metrics["test/map_i2t"] == pytest.approx(rec["metrics"]["map_i2t"])
     assert len(iter_records(results, ["hard"])) == 1  # nothing was redone or duplicated
 
 
