@@ -95,6 +95,27 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
 plugins_option = click.option("--plugins", multiple=True, metavar="DIR", expose_value=False, callback=_request_plugins,
                               help="a plugin folder (holding methods/ and/or datasets/) to import; repeatable")
 
+
+def scale_options(func):
+    """--workers / --scheduler / --cluster: run on Dask (see README, Scale-out)."""
+    func = click.option("--cluster", "cluster_file", default=None, metavar="FILE",
+                        help="start workers on SLURM from a dask-jobqueue YAML file (needs bench[slurm])")(func)
+    func = click.option("--scheduler", default=None, metavar="ADDRESS",
+                        help="use a running Dask cluster (tcp://host:8786) instead of a local one")(func)
+    func = click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="run on a local Dask cluster of N worker processes (with --cluster: SLURM jobs)")(func)
+    return func
+
+
+def cluster_options(workers: int | None, threads: int | None, scheduler: str | None, cluster_file: str | None):
+    """The scale-out options, or None for the in-process (serial) path."""
+    from bench.distributed import ClusterOptions
+
+    opts = ClusterOptions(workers=workers, threads=threads, scheduler=scheduler, cluster_file=cluster_file)
+    opts.check()
+    return opts if opts.wanted else None
+
+
 results_option = click.option("--results", "results", default=None, metavar="DIR",
                               help="results folder (default $BENCH_RESULTS or ./results)")
 max_runs_option = click.option("--max-runs", type=click.IntRange(min=1), default=None, metavar="N",
@@ -150,15 +171,20 @@ def selection_options(f):
 @threads_option
 @plugins_option
 @max_runs_option
+@scale_options
 def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
         multirun: bool, results: str | None, force: bool, dry_run: bool, device: str | None,
-        tracking_uri: str | None, no_mlflow: bool, threads: int | None, max_runs: int | None) -> None:
+        tracking_uri: str | None, no_mlflow: bool, threads: int | None, max_runs: int | None,
+        workers: int | None, scheduler: str | None, cluster_file: str | None) -> None:
     """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable.
 
     KEY=VALUE arguments override the file (seeds=[0] methods.pgnn_con.epochs=5
-    datasets.synthetic.n=500); see "Command-line overrides" in the README.
+    datasets.synthetic.n=500); see "Command-line overrides" in the README. --workers N runs them
+    on N local Dask worker processes (see "Scale-out" in the README).
     """
-    set_threads(threads)
+    scale = cluster_options(workers, threads, scheduler, cluster_file)
+    if scale is None:
+        set_threads(threads)
     from bench.progress import interactive
     from bench.runner import Runner
     from bench.sweep import load_sweep
@@ -198,14 +224,30 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
         if uri is not None:
             tracker = open_tracker(uri, root, sweep.name, sweep.description)
             runner.use_tracker(tracker)
-        try:
-            summary = runner.run()
-        except KeyboardInterrupt:
-            done = runner.summary
-            click.echo(f"\ninterrupted: {done.ok + done.failed} run(s) of this invocation were recorded "
-                       f"({done.ok} ok, {done.failed} failed) in {out / 'runs'}; the run in progress was not "
-                       f"recorded and will be redone; rerun the same command to resume", err=True)
-            sys.exit(130)
+        if scale is not None and not runner.pending():
+            scale = None  # nothing to run: no cluster to start (the serial runner reports the skips)
+        if scale is None:
+            try:
+                summary = runner.run()
+            except KeyboardInterrupt:
+                done = runner.summary
+                click.echo(f"\ninterrupted: {done.ok + done.failed} run(s) of this invocation were recorded "
+                           f"({done.ok} ok, {done.failed} failed) in {out / 'runs'}; the run in progress was not "
+                           f"recorded and will be redone; rerun the same command to resume", err=True)
+                sys.exit(130)
+        else:
+            from bench.distributed import open_client, run_distributed
+
+            try:
+                with open_client(scale, sweep.device, echo=click.echo) as client:
+                    summary = run_distributed(sweep, root, client, tracker=runner.tracker if tracker else None,
+                                              tracking_uri=uri if tracker else None,
+                                              force=force, threads=threads or 1, echo=click.echo)
+            except KeyboardInterrupt:
+                click.echo(f"\ninterrupted: the runs finished so far are recorded in {out / 'runs'}; runs in "
+                           "progress were not recorded and will be redone; rerun the same command to resume",
+                           err=True)
+                sys.exit(130)
         if tracker is not None and tracker.parent_id:
             publish_to_parent(tracker, sweep, root)
     finally:
@@ -387,10 +429,11 @@ def dry_run_listing(sweep, runner) -> None:
 @threads_option
 @plugins_option
 @max_runs_option
+@scale_options
 def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
          multirun: bool, results: str | None, trials: int, timeout: float | None, storage: str | None,
          device: str | None, tracking_uri: str | None, no_mlflow: bool, threads: int | None,
-         max_runs: int | None) -> None:
+         max_runs: int | None, workers: int | None, scheduler: str | None, cluster_file: str | None) -> None:
     """Optuna studies on the VALIDATION split, one per (dataset, method) of SWEEP_FILE.
 
     Best parameters are saved as JSON; reuse them in a run sweep with `params_from: PATH`.
@@ -407,7 +450,7 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
         raise BenchError("--trials must be at least 1")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise BenchError(f"--timeout must be a positive number of seconds, got {timeout}")
-    set_threads(threads)
+    scale = cluster_options(workers, threads, scheduler, cluster_file)
     root = results_root(results)
     check_results_folder(root)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
@@ -422,8 +465,17 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
         if tracking_uri is not None:
             check_uri(uri)
         tracker = open_tracker(uri, root, sweep.name, sweep.description)
-    run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
-             show_progress=interactive(), tracker=tracker)
+    if scale is None:
+        set_threads(threads)
+        run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
+                 show_progress=interactive(), tracker=tracker)
+        return
+    from bench.distributed import TrialDispatcher, open_client
+
+    with open_client(scale, sweep.device, echo=click.echo) as client:
+        dispatcher = TrialDispatcher(client, sweep, root, storage, threads=threads or 1)
+        run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo, tracker=tracker,
+                 dispatcher=dispatcher)
 
 
 @main.command(name="list")

@@ -374,6 +374,10 @@ class Runner:
             raise self._data
         return self._data  # type: ignore[return-value]
 
+    def _split_for(self, data: CrossModalData, spec: RunSpec) -> Split:
+        """The spec's split (the persisted one under the cache; workers memoise it per process)."""
+        return get_split(data, SplitSpec(**spec.split), self.cache_root)
+
     def run(self) -> SweepSummary:
         """Run every pending spec; returns the summary."""
         from bench.progress import progress
@@ -434,7 +438,7 @@ class Runner:
         result: dict[str, Any] = {}
         try:
             data = self._data_for(spec)
-            split = get_split(data, SplitSpec(**spec.split), self.cache_root)
+            split = self._split_for(data, spec)
             harness = {"method": spec.method, "seed": spec.seed, "dataset": spec.dataset_label,
                        "data": {**spec.dataset_params, "fingerprint": data.fingerprint(),
                                 "label_embeddings": data.label_embedding_source},

@@ -217,20 +217,30 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def make_pruner() -> Any:
+    """The pruner of every study (median of earlier trials at the same epoch, after warm-up)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+
+
 def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None, storage: str | None = None,
          echo: Callable[[str], None] = print, show_progress: bool = False, worker: int = 0,
-         tracker: Any = None) -> list[dict[str, Any]]:
+         tracker: Any = None, dispatcher: Any = None) -> list[dict[str, Any]]:
     """Run (or continue) every study of the sweep; returns the saved best-parameter documents.
 
     `worker` distinguishes processes optimising one study at once (their samplers differ).
     With a `tracker` (bench.tracking), each study invocation is an MLflow run and each trial a
-    child run of it (parameters, validation mAP per epoch, state)."""
+    child run of it (parameters, validation mAP per epoch, state). With a `dispatcher`
+    (bench.distributed.TrialDispatcher) the trials run on its Dask workers instead of in this
+    process; trial lines and MLflow trial runs are then written here once the workers are done,
+    and the best parameters file is written once per study, at the end, as in the serial case."""
     import optuna
 
     from bench.runner import load_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    device = resolve_device(sweep.device)
+    device = resolve_device(sweep.device) if dispatcher is None else None  # workers pick their own
     store = storage_for(results, sweep.name, storage)
     saved = []
     for template in studies(sweep):
@@ -243,19 +253,14 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
         else:
             echo(f"skip {template.dataset_label} | {template.method}: it has no search space")
             continue
-        data = load_dataset(template, results / "cache")
-        split = get_split(data, SplitSpec(**template.split), results / "cache")
         name = f"{sweep.name}:{template.dataset_label}:{template.method}"
-        study = optuna.create_study(
-            study_name=name, storage=store, direction="maximize", load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+        study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
+                                    pruner=make_pruner())
         stale = fail_stale_trials(study)
         if stale:
             echo(f"{template.dataset_label} | {template.method}: marked {stale} trial(s) of a killed `bench tune` "
                  "as FAIL")
         before = len(study.trials)
-        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(template.seed, before, worker))
-        objective = make_objective(entry, template, data, split, device, show_progress)
         what = f"{template.dataset_label} | {template.method}"
         callbacks = [_trial_line(echo, what)]
         if tracker is not None:
@@ -265,8 +270,18 @@ def tune(sweep: Sweep, results: Path, trials: int, timeout: float | None = None,
             callbacks.append(_trial_run(tracker, template, echo))
         status = "FAILED"
         try:
-            study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError),
-                           callbacks=callbacks)
+            if dispatcher is not None:
+                dispatcher.optimize(template, study, trials, timeout)
+                for trial in study.trials[before:]:  # the workers' trials, reported from here
+                    for callback in callbacks:
+                        callback(study, trial)
+            else:
+                data = load_dataset(template, results / "cache")
+                split = get_split(data, SplitSpec(**template.split), results / "cache")
+                study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(template.seed, before, worker))
+                objective = make_objective(entry, template, data, split, device, show_progress)
+                study.optimize(objective, n_trials=trials, timeout=timeout, catch=(FloatingPointError, RuntimeError),
+                               callbacks=callbacks)
             status = "FINISHED"
         finally:
             if tracker is not None:
