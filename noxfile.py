@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, quick (the embedded default sweep), perf (benchmarks)."""
+"""nox sessions: tests, lint, quick (the embedded default sweep), perf (benchmarks), integration (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def perf(session: nox.Session) -> None:
     _install(session)
     session.run("python", "benchmarks/metrics_speed.py")
     session.run("python", "benchmarks/train_throughput.py", *session.posargs)
+    session.run("python", "benchmarks/sweep_scaling.py")
 
 
 @nox.session
@@ -49,3 +50,11 @@ def browser(session: nox.Session) -> None:
     """Headless Chromium looks at the html report and the grouped MLflow view (needs Debian's chromium)."""
     _install(session)
     session.run("python", "tests/browser/check_pages.py", *(session.posargs or ["results/browser"]))
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """PostgreSQL as Optuna storage and MLflow backend, from two Dask workers (needs initdb/pg_ctl:
+    `apt-get install -y postgresql`; as root, PostgreSQL is started as the `postgres` user)."""
+    _install(session, "dev,postgres")
+    session.run("pytest", "-m", "integration", "tests/test_integration_postgres.py", *session.posargs)
