@@ -307,19 +307,20 @@ def _cached_data(spec: RunSpec, cache_root: Path) -> Any:
         cache: OrderedDict = _STATE["data"]
         if key in cache:
             cache.move_to_end(key)
-            hit = cache[key]
-        else:
-            try:
-                hit = load_dataset(spec, cache_root)
-            except Exception as exc:  # every run of this dataset fails the same way
-                hit = exc
-            cache[key] = hit
-            while len(cache) > DATA_CACHE_SIZE:
-                old, _ = cache.popitem(last=False)
-                _STATE["splits"] = {k: v for k, v in _STATE["splits"].items() if k[0] != old}
-    if isinstance(hit, Exception):
-        raise hit
-    return hit
+            return cache[key]
+        data = load_dataset(spec, cache_root)  # a failure is not cached: the files may appear later
+        cache[key] = data
+        while len(cache) > DATA_CACHE_SIZE:
+            old, _ = cache.popitem(last=False)
+            _STATE["splits"] = {k: v for k, v in _STATE["splits"].items() if k[0] != old}
+        return data
+
+
+def _begin(token: str) -> None:
+    """A new invocation on a long-lived worker starts with empty caches (files may have changed)."""
+    with _STATE_LOCK:
+        if _STATE.get("token") != token:
+            _STATE["data"], _STATE["splits"], _STATE["token"] = OrderedDict(), {}, token
 
 
 def _cached_split(spec: RunSpec, data: Any, cache_root: Path) -> Any:
@@ -378,6 +379,7 @@ def run_task(ctx: WorkerContext, spec: RunSpec) -> dict[str, Any]:
     from filelock import FileLock
 
     _setup_worker(ctx.plugin_roots, ctx.threads)
+    _begin(ctx.token)
     path = record_path(Path(ctx.results), ctx.sweep.name, spec.key)
     worker = _worker_name()
     rec = read_record(path)
@@ -593,6 +595,7 @@ class TuneContext:
     storage: str | None  # RDB URL, or None for the sweep's journal file
     plugin_roots: tuple[str, ...]
     threads: int | None = None
+    started: str = ""  # when the invocation began (a new one starts with empty worker caches)
 
 
 def trial_seed(base: int, trials_before: int, worker: int) -> int:
@@ -617,6 +620,7 @@ def tune_task(ctx: TuneContext, template: RunSpec, study_name: str, n_trials: in
     from bench.tune import make_objective, make_pruner, storage_for
 
     _setup_worker(ctx.plugin_roots, ctx.threads)
+    _begin(f"tune|{ctx.sweep.name}|{ctx.results}|{ctx.started}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cache_root = Path(ctx.results) / "cache"
     data = _cached_data(template, cache_root)
@@ -641,7 +645,8 @@ class TrialDispatcher:
         self.workers = max(1, _n_workers(client))
         self.resources = task_resources(client, sweep.device)
         ctx = TuneContext(sweep=sweep, results=str(Path(results).resolve()), storage=storage,
-                          plugin_roots=user_plugin_roots(), threads=threads)
+                          plugin_roots=user_plugin_roots(), threads=threads,
+                          started=datetime.now(UTC).isoformat(timespec="microseconds"))
         self.ctx = client.scatter(ctx, broadcast=True, hash=False)
 
     def optimize(self, template: RunSpec, study: Any, trials: int, timeout: float | None) -> None:

@@ -285,3 +285,39 @@ def test_workers_open_the_sqlite_store_with_a_busy_timeout():
     assert worker_tracking_uri("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db?timeout=60"
     assert worker_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
     assert worker_tracking_uri("sqlite:////x/m.db?timeout=5") == "sqlite:////x/m.db?timeout=5"
+
+
+def test_a_worker_loads_and_splits_a_dataset_once_for_all_its_runs(tmp_path, counting, monkeypatch):
+    import bench.runner
+    import bench.splits
+
+    monkeypatch.setenv("BENCH_PLUGIN_PATH", "")
+    calls = {"load": 0, "split": 0}
+    real_load, real_split = bench.runner.load_dataset, bench.splits.get_split
+
+    def load(*a, **k):
+        calls["load"] += 1
+        return real_load(*a, **k)
+
+    def split(*a, **k):
+        calls["split"] += 1
+        return real_split(*a, **k)
+
+    monkeypatch.setattr(bench.runner, "load_dataset", load)
+    monkeypatch.setattr(bench.splits, "get_split", split)
+    path = write_sweep(tmp_path, f"""
+        name: once
+        seeds: [0, 1, 2]
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [coretest_counting]
+    """)
+    results = tmp_path / "results"
+    sweep = load_sweep(path, cache_root=results / "cache")
+    ctx = _ctx(sweep, results, started="2001-01-01T00:00:00+00:00")
+    outs = [run_task(ctx, spec) for spec in sweep.specs]
+    assert [o["status"] for o in outs] == ["ok"] * 3 and len(counting.fits) == 3
+    assert calls == {"load": 1, "split": 1}
+    # the split came from (and went to) the cache on disk, the single source of truth
+    assert list((results / "cache").rglob("*.npz"))
+    run_task(_ctx(sweep, results, force=True, started="2999-01-01T00:00:00+00:00"), sweep.specs[0])
+    assert calls == {"load": 2, "split": 2}  # a new invocation starts with fresh caches
