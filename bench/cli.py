@@ -472,6 +472,9 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
         return
     from bench.distributed import TrialDispatcher, open_client
 
+    if storage is None and (scheduler or cluster_file):
+        click.echo(f"note: the studies are a journal file under {root / sweep.name / 'tune'}; workers on other "
+                   "machines need that folder at the same path, or use --storage postgresql://...", err=True)
     with open_client(scale, sweep.device, echo=click.echo) as client:
         dispatcher = TrialDispatcher(client, sweep, root, storage, threads=threads or 1)
         run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo, tracker=tracker,

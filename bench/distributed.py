@@ -73,6 +73,8 @@ class ClusterOptions:
                              "(with --workers N jobs)")
         if self.workers is not None and self.workers < 1:
             raise BenchError("--workers must be at least 1")
+        if self.cluster_file:
+            load_cluster_file(self.cluster_file)  # a bad file is reported before anything is written
 
 
 SLURM_KEYS = {"cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
@@ -191,7 +193,22 @@ def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] =
     finally:
         client.close()
         if cluster is not None:
+            if isinstance(cluster, LocalCluster):
+                _stop_workers_fast(cluster)
             cluster.close()
+
+
+def _stop_workers_fast(cluster: Any, grace_s: float = 1.0) -> None:
+    """Stop local worker processes with a short grace period (a worker that imported torch takes the
+    nanny's full 4 s timeout to exit by itself; records are already written, nothing is lost)."""
+    import asyncio
+
+    async def stop(nannies: list[Any]) -> None:
+        await asyncio.gather(*(n.close(timeout=grace_s) for n in nannies if hasattr(n, "close")),
+                             return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        cluster.sync(stop, list(cluster.workers.values()))
 
 
 def task_resources(client: Any, device: str) -> dict[str, int] | None:

@@ -2,11 +2,12 @@
 
 Each measurement is a fresh `bench run` process into a fresh results folder (the dataset split
 cache is shared, as in real use), so start-up, cluster start, dispatch and record writing are
-all counted. Prints the median of each configuration over the repeats, the ratio of 2 workers
-to serial (target <= 0.6 on 2 cores) and the dispatch overhead per run, (1 worker - serial with
-1 thread) / runs (target < 1 s), with `uptime` beside the absolute figures.
+all counted. Sweeps of k and 2k runs separate the per-run dispatch overhead (the marginal cost
+of a run on 1 worker over serial: target < 1 s) from the fixed cost of an invocation (cluster
+start and stop, each worker process importing torch). Prints medians over the repeats, the
+ratio of 2 workers to serial on the 2k sweep (target <= 0.6 on 2 cores) and `uptime`.
 
-    python benchmarks/sweep_scaling.py [--seeds 6] [--epochs 6] [--repeats 2] [--mlflow]
+    python benchmarks/sweep_scaling.py [--runs 4] [--epochs 20] [--repeats 2] [--mlflow]
 """
 
 from __future__ import annotations
@@ -59,42 +60,51 @@ def one(sweep: Path, work: Path, cache: Path, extra: list[str], mlflow: bool) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=6, help="runs in the sweep (one per seed)")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--n", type=int, default=1500, help="synthetic rows")
+    ap.add_argument("--runs", type=int, default=4, help="k: the small sweep has k runs (seeds), the large 2k")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--n", type=int, default=2000, help="synthetic rows")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--mlflow", action="store_true", help="track to the embedded sqlite store too")
     args = ap.parse_args()
-    configs = {"serial (default threads)": [], "serial (1 thread)": ["--threads", "1"],
-               "1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"]}
-    times: dict[str, list[float]] = {k: [] for k in configs}
+    k = args.runs
+    configs = {  # name: (runs, extra CLI arguments); serial uses torch's default threads
+        "serial, k runs": (k, []), "serial, 2k runs": (2 * k, []),
+        "1 worker, k runs": (k, ["--workers", "1"]), "1 worker, 2k runs": (2 * k, ["--workers", "1"]),
+        "2 workers, 2k runs": (2 * k, ["--workers", "2"]),
+    }
+    times: dict[str, list[float]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         work = Path(tmp)
-        sweep = work / "scaling.yaml"
-        sweep.write_text(SWEEP.format(seeds=list(range(args.seeds)), n=args.n, epochs=args.epochs))
+        sweeps = {}
+        for runs in (k, 2 * k):
+            sweeps[runs] = work / f"scaling{runs}.yaml"
+            sweeps[runs].write_text(SWEEP.format(seeds=list(range(runs)), n=args.n, epochs=args.epochs))
         cache = work / "cache"
         cache.mkdir()
-        one(sweep, work, cache, ["--threads", "1"], args.mlflow)  # warm the split cache and the file cache
+        one(sweeps[k], work, cache, [], args.mlflow)  # warm the split cache and the OS file cache
         print(f"before: {uptime()}")
         names = list(configs)
         for r in range(args.repeats):  # interleaved, the order rotated each repeat
             for name in names[r % len(names):] + names[:r % len(names)]:
-                dt = one(sweep, work, cache, configs[name], args.mlflow)
+                runs, extra = configs[name]
+                dt = one(sweeps[runs], work, cache, extra, args.mlflow)
                 times[name].append(dt)
-                print(f"  repeat {r + 1}: {name:26s} {dt:7.1f} s", flush=True)
+                print(f"  repeat {r + 1}: {name:20s} {dt:7.1f} s", flush=True)
         print(f"after:  {uptime()}")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    runs = args.seeds
-    print(f"\nsweep: {runs} runs of pgnn_con/no_gan (synthetic n={args.n}, {args.epochs} epochs), "
-          f"{'with' if args.mlflow else 'without'} MLflow; median of {args.repeats} interleaved repeats")
-    for k, v in med.items():
-        print(f"  {k:26s} {v:7.1f} s")
-    best_serial = min(med["serial (default threads)"], med["serial (1 thread)"])
-    print(f"2 workers / best serial: {med['2 workers'] / best_serial:.2f}   (target <= 0.6)")
-    print(f"2 workers / serial (1 thread): {med['2 workers'] / med['serial (1 thread)']:.2f}")
-    print(f"2 workers / 1 worker: {med['2 workers'] / med['1 worker']:.2f}")
-    overhead = (med["1 worker"] - med["serial (1 thread)"]) / runs
-    print(f"dispatch overhead per run ((1 worker - serial 1 thread) / runs): {overhead:.2f} s   (target < 1 s)")
+    med = {c: statistics.median(v) for c, v in times.items()}
+    threads = os.environ.get("OMP_NUM_THREADS", "torch default")
+    print(f"\nsweep: pgnn_con/no_gan on synthetic n={args.n}, {args.epochs} epochs, k={k}; "
+          f"{'with' if args.mlflow else 'without'} MLflow; serial threads: {threads}; workers: 1 thread each; "
+          f"median of {args.repeats} interleaved repeat(s)")
+    for c, v in med.items():
+        print(f"  {c:20s} {v:7.1f} s")
+    extra_w1 = med["1 worker, 2k runs"] - med["1 worker, k runs"]
+    per_run = (extra_w1 - (med["serial, 2k runs"] - med["serial, k runs"])) / k
+    fixed = med["1 worker, k runs"] - med["serial, k runs"] - k * per_run
+    print(f"2 workers / serial (2k runs): {med['2 workers, 2k runs'] / med['serial, 2k runs']:.2f}   (target <= 0.6)")
+    print(f"2 workers / 1 worker (2k runs): {med['2 workers, 2k runs'] / med['1 worker, 2k runs']:.2f}")
+    print(f"dispatch overhead per run (marginal, 1 worker vs serial): {per_run:.2f} s   (target < 1 s)")
+    print(f"fixed overhead per invocation (cluster start/stop, worker imports): {fixed:.1f} s")
 
 
 if __name__ == "__main__":

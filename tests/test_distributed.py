@@ -253,9 +253,9 @@ def test_cli_rejects_two_cluster_sources_and_a_missing_cluster_file(tmp_path):
                                     "--scheduler", "tcp://127.0.0.1:1"])
     assert out.exit_code == 2 and "exclude each other" in out.output
     out = CliRunner().invoke(main, ["run", str(path), "--results", str(results), "--cluster",
-                                    str(tmp_path / "nope.yaml"), "--no-mlflow"])
+                                    str(tmp_path / "nope.yaml")])
     assert out.exit_code == 2 and "no such file" in out.output
-    assert not files_under(results / "sweep" / "runs")
+    assert not files_under(results)  # nothing written: not even the MLflow store or the sweep lock
 
 
 class _Flaky:
