@@ -184,6 +184,7 @@ def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] =
 
             gpus = torch.cuda.device_count()
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        _use_forkserver()
         cluster = LocalCluster(n_workers=opts.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR,
                                resources={"GPU": 1} if gpus else None, env=env)
@@ -196,6 +197,30 @@ def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] =
             if isinstance(cluster, LocalCluster):
                 _stop_workers_fast(cluster)
             cluster.close()
+
+
+PRELOAD = ["distributed", "torch", "torch._dynamo", "torch.optim", "bench.runner", "bench.distributed"]
+
+
+def _use_forkserver() -> None:
+    """Start local workers by forking a server that imported torch and bench once.
+
+    With the default `spawn`, every worker process imports torch (and torch._dynamo, which the
+    first optimizer pulls in) by itself: seconds of CPU per worker, and a worker that imported
+    torch takes the nanny's full 4 s timeout to exit. A fork server pays the imports once, starts
+    from a clean process (no client threads, MLflow connections or CUDA state are inherited) and
+    its children exit at once. Where `forkserver` does not exist (Windows), spawn is kept.
+    """
+    import multiprocessing
+
+    import dask
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})  # restarts use it too
+    from distributed.utils import get_mp_context
+
+    get_mp_context().set_forkserver_preload(PRELOAD)  # modules failing to import are skipped
 
 
 def _stop_workers_fast(cluster: Any, grace_s: float = 1.0) -> None:

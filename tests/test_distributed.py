@@ -84,6 +84,18 @@ def test_two_workers_write_the_same_records_as_a_serial_run(tmp_path):
     assert again.exit_code == 0 and "4 of 4 runs already finished" in again.output
 
 
+def _worker_processes(bench_proc) -> list:
+    """The Dask worker processes under a `bench run`: forked by its fork server (or spawned)."""
+    found = []
+    for p in bench_proc.children(recursive=True):
+        cmd = " ".join(p.cmdline())
+        if "forkserver" in cmd:
+            found += p.children()
+        elif "spawn_main" in cmd and "resource_tracker" not in cmd:
+            found.append(p)
+    return found
+
+
 @pytest.mark.slow
 def test_kill_9_of_a_worker_mid_sweep_loses_nothing(tmp_path):
     import psutil
@@ -108,8 +120,7 @@ def test_kill_9_of_a_worker_mid_sweep_loses_nothing(tmp_path):
             time.sleep(0.05)
         assert proc.poll() is None, log.read_text()
         assert not files_under(runs_dir(results, "killw")), "runs finished before the kill; raise sleep_s"
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+        workers = _worker_processes(psutil.Process(proc.pid))
         assert len(workers) == 2, [p.cmdline() for p in workers]
         os.kill(workers[0].pid, signal.SIGKILL)
         rc = proc.wait(timeout=240)
