@@ -185,6 +185,11 @@ def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] =
             gpus = torch.cuda.device_count()
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         _use_forkserver()
+        import dask
+
+        # Dask's statistical profiler samples the worker's stacks every 10 ms: measurable CPU on a
+        # training loop, and nobody reads it here.
+        dask.config.set({"distributed.worker.profile.enabled": False})
         cluster = LocalCluster(n_workers=opts.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR,
                                resources={"GPU": 1} if gpus else None, env=env)
