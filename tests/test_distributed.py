@@ -332,3 +332,41 @@ def test_a_worker_loads_and_splits_a_dataset_once_for_all_its_runs(tmp_path, cou
     assert list((results / "cache").rglob("*.npz"))
     run_task(_ctx(sweep, results, force=True, started="2999-01-01T00:00:00+00:00"), sweep.specs[0])
     assert calls == {"load": 2, "split": 2}  # a new invocation starts with fresh caches
+
+
+def _hammer(uri: str, n_runs: int) -> list[str]:
+    """One writer process: open the store as a worker does and log runs, metrics and params fast."""
+    from bench.distributed import RetryingTracker, worker_tracking_uri
+    from bench.tracking import MlflowTracker
+
+    tracker = RetryingTracker(MlflowTracker(worker_tracking_uri(uri), "hammer"))
+    ids = []
+    for i in range(n_runs):
+        run_id = tracker.start_child(f"run {i}", {"i": i, "pid": os.getpid()}, {"run_key": f"{os.getpid()}-{i}"})
+        for step in range(5):
+            tracker.log_metrics(run_id, {"loss": 1.0 / (step + 1), "val_map": 0.1 * step}, step)
+        tracker.end_child(run_id, "FINISHED")
+        ids.append(run_id)
+    return ids
+
+
+@pytest.mark.slow
+def test_the_embedded_sqlite_store_survives_four_concurrent_writers(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.tracking import MlflowTracker, default_uri
+
+    results = tmp_path / "results"
+    results.mkdir()
+    uri = default_uri(results)
+    MlflowTracker(uri, "hammer", results / "mlartifacts")  # the submitting process creates store and experiment
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ids = [i for chunk in pool.map(_hammer, [uri] * 4, [6] * 4) for i in chunk]
+    assert len(set(ids)) == 24
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("hammer").experiment_id], max_results=100)
+    assert len(runs) == 24 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(len(client.get_metric_history(r.info.run_id, "loss")) == 5 for r in runs)
