@@ -645,13 +645,6 @@ class TuneContext:
     started: str = ""  # when the invocation began (a new one starts with empty worker caches)
 
 
-def trial_seed(base: int, trials_before: int, worker: int) -> int:
-    """Sampler seed of one trial worker: distinct per worker and per number of trials already in the study."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([int(base), int(trials_before), int(worker)]).generate_state(1)[0])
-
-
 def shares(trials: int, workers: int) -> list[int]:
     """Split `trials` into at most `workers` non-empty, near-equal shares (sum = trials)."""
     n = max(1, min(trials, workers))
@@ -698,9 +691,11 @@ class TrialDispatcher:
 
     def optimize(self, template: RunSpec, study: Any, trials: int, timeout: float | None) -> None:
         """Add `trials` trials to `study` from the workers (and wait for them)."""
+        from bench.tune import sampler_seed
+
         before = len(study.trials)
         futures = [self.client.submit(tune_task, self.ctx, template, study.study_name, n,
-                                      trial_seed(template.seed, before, i), timeout, resources=self.resources,
+                                      sampler_seed(template.seed, before, i), timeout, resources=self.resources,
                                       pure=False, key=f"bench-tune-{study.study_name}-{before}-{i}")
                    for i, n in enumerate(shares(trials, self.workers))]
         self.client.gather(futures)

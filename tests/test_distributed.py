@@ -22,7 +22,6 @@ from bench.distributed import (
     load_cluster_file,
     run_task,
     shares,
-    trial_seed,
     worker_tracking_uri,
 )
 from bench.errors import BenchError
@@ -196,12 +195,6 @@ def test_a_retried_task_returns_the_existing_record_instead_of_training_again(tm
     assert not forced["reused"] and len(counting.fits) == 2
     kept = run_task(_ctx(sweep, results, force=True, started=rec["started"]), spec)
     assert kept["reused"] and len(counting.fits) == 2
-
-
-def test_trial_seeds_differ_per_worker_and_per_study_size():
-    seeds = {trial_seed(0, before, w) for before in (0, 4, 8) for w in range(4)}
-    assert len(seeds) == 12
-    assert trial_seed(3, 4, 1) == trial_seed(3, 4, 1)
 
 
 @pytest.mark.parametrize("trials,workers,expected", [(4, 2, [2, 2]), (5, 2, [3, 2]), (1, 4, [1]), (7, 3, [3, 2, 2])])
