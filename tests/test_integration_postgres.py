@@ -173,7 +173,7 @@ def test_runs_from_two_workers_reach_an_mlflow_server_backed_by_postgresql(postg
     assert sorted(children) == sorted(records)
     assert all(r.info.status == "FINISHED" for r in children.values())
     for key, run in children.items():
-        assert run.data.metrics["test_map_i2t"] == pytest.approx(records[key]["metrics"]["map_i2t"])
+        assert run.data.metrics["test/map_i2t"] == pytest.approx(records[key]["metrics"]["map_i2t"])
     # and the rows are in PostgreSQL, not in some local store
     rows = _query(postgres, "mlflow", "SELECT r.status, count(*) FROM runs r JOIN experiments e ON "
                                       "e.experiment_id = r.experiment_id WHERE e.name = 'pgrun' GROUP BY r.status")
