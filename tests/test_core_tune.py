@@ -164,6 +164,7 @@ def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_poin
         methods: [label_regression]
     """)
     results = tmp_path / "r"
+    mlflow_results.mkdir(parents=True, exist_ok=True)  # an explicit sqlite URI must name an existing folder
     out = _invoke("tune", str(sweep), "--trials", "3", "--results", str(results),
                   "--tracking-uri", default_uri(mlflow_results))  # the session's store: created once
     assert out.exit_code == 0, out.output
