@@ -53,6 +53,10 @@ class Group(click.Group):
         except BenchError as exc:
             click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:  # a bad option or argument: one line too, not click's usage block
+            where = f"`{exc.ctx.command_path} --help`" if exc.ctx is not None else "`bench --help`"
+            click.echo(f"error: {one_line(exc.format_message())}; see {where}", err=True)
+            sys.exit(2)
         except OSError as exc:
             where = f" writing {exc.filename}" if exc.filename else ""
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

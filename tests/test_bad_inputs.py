@@ -145,6 +145,18 @@ def test_report_digits_must_be_sensible(tmp_path):
     result = CliRunner().invoke(main, ["report", "--digits", "-1", "--results", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--digits" in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["run"], ["run", "x.yaml", "--workers", "0"], ["report", "--format", "docx"],
+                                  ["nosuchcommand"], ["list", "recipes"]])
+def test_a_bad_option_or_argument_is_one_line_exit_2(tmp_path, args):
+    result = CliRunner().invoke(main, [*args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
 
 
 def test_a_tracking_server_that_accepts_but_never_answers_fails_within_seconds(tmp_path):
