@@ -57,9 +57,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.baseline_losses import acmr_dissimilarity, acmr_label_loss, dann_lambda, frobenius_distance, modality_loss
-from .common.layers import reverse_gradient
-
-ENCODE_BATCH = 4096
+from .common.layers import encode_in_batches, reverse_gradient
 
 
 @dataclass
@@ -202,12 +200,5 @@ class ACMR(Method):
             raise RuntimeError(f"{self.name}: call fit() before encode()")
         self.model.eval()
 
-        def run(feats: np.ndarray | None, enc: nn.Module) -> np.ndarray | None:
-            if feats is None:
-                return None
-            feats = np.asarray(feats, dtype=np.float32)
-            out = [enc(torch.as_tensor(feats[i:i + ENCODE_BATCH], device=self.device)).cpu()
-                   for i in range(0, feats.shape[0], ENCODE_BATCH)]
-            return torch.cat(out).numpy() if out else np.zeros((0, self.params.dim), np.float32)
-
-        return run(image, self.model.img), run(text, self.model.txt)
+        return (encode_in_batches(self.model.img, image, self.device, self.params.dim),
+                encode_in_batches(self.model.txt, text, self.device, self.params.dim))

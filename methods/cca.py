@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from bench.data import CrossModalData
@@ -24,7 +23,7 @@ from bench.method import FitContext, Method
 from bench.params import spec
 from bench.registry import register_method
 
-from .common.cca_math import fit_linear_cca
+from .common.cca_math import fit_linear_cca, project
 
 
 @dataclass
@@ -59,9 +58,4 @@ class CCA(Method):
         ctx.log(0, top_correlation=float(s[0]), mean_correlation=float(s.mean()))
 
     def encode(self, image=None, text=None):
-        def proj(v, mean, w):
-            if v is None:
-                return None
-            t = torch.as_tensor(np.asarray(v), dtype=torch.float64, device=w.device)
-            return ((t - mean) @ w).float().cpu().numpy()
-        return proj(image, self.mx, self.a), proj(text, self.my, self.b)
+        return project(image, self.mx, self.a), project(text, self.my, self.b)

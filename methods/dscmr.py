@@ -46,8 +46,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.baseline_losses import dscmr_loss
-
-ENCODE_BATCH = 4096
+from .common.layers import encode_in_batches
 
 
 @dataclass
@@ -136,12 +135,5 @@ class DSCMR(Method):
             raise RuntimeError(f"{self.name}: call fit() before encode()")
         self.model.eval()
 
-        def run(feats: np.ndarray | None, enc: Any) -> np.ndarray | None:
-            if feats is None:
-                return None
-            feats = np.asarray(feats, dtype=np.float32)
-            out = [enc(torch.as_tensor(feats[i:i + ENCODE_BATCH], device=self.device)).cpu()
-                   for i in range(0, feats.shape[0], ENCODE_BATCH)]
-            return torch.cat(out).numpy() if out else np.zeros((0, self.params.dim), np.float32)
-
-        return run(image, self.model.encode_image), run(text, self.model.encode_text)
+        return (encode_in_batches(self.model.encode_image, image, self.device, self.params.dim),
+                encode_in_batches(self.model.encode_text, text, self.device, self.params.dim))

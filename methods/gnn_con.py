@@ -83,7 +83,7 @@ from .common.graphs import (
     probabilistic_graph,
     threshold,
 )
-from .common.layers import LabelGNN, decoder, discriminator, encoder
+from .common.layers import ENCODE_BATCH, LabelGNN, decoder, discriminator, encode_in_batches, encoder
 from .common.losses import (
     adversarial_loss,
     classification_loss,
@@ -93,8 +93,6 @@ from .common.losses import (
     label_similarity,
     multilabel_contrastive,
 )
-
-ENCODE_BATCH = 4096
 
 
 @dataclass
@@ -648,15 +646,8 @@ class GNNCon(Method):
             raise RuntimeError(f"{self.name}: call fit() before encode()")
         self.model.eval()
 
-        def run(feats: np.ndarray | None, enc: nn.Module) -> np.ndarray | None:
-            if feats is None:
-                return None
-            feats = np.asarray(feats, dtype=np.float32)
-            out = [enc(torch.as_tensor(feats[i:i + ENCODE_BATCH], device=self.device)).float().cpu()
-                   for i in range(0, feats.shape[0], ENCODE_BATCH)]
-            return torch.cat(out).numpy() if out else np.zeros((0, self.params.D), np.float32)
-
-        return run(image, self.model.enc_img), run(text, self.model.enc_txt)
+        return (encode_in_batches(self.model.enc_img, image, self.device, self.params.D),
+                encode_in_batches(self.model.enc_txt, text, self.device, self.params.D))
 
 
 @register_method

@@ -10,7 +10,9 @@ so that A' C_xx A = I, B' C_yy B = I and A' C_xy B = diag(S_k), S sorted descend
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -113,3 +115,11 @@ def dcca_correlation(h1: torch.Tensor, h2: torch.Tensor, top: int | None = None,
 
 __all__ = ["LinearCCA", "add_ridge", "cca_directions", "covariances", "dcca_correlation", "fit_linear_cca",
            "inv_sqrt", "ridge_strength"]
+
+
+def project(v: Any, mean: torch.Tensor, w: torch.Tensor) -> Any:
+    """(v - mean) @ w in float64 on w's device, returned as float32 numpy; None for None."""
+    if v is None:
+        return None
+    t = torch.as_tensor(np.asarray(v), dtype=torch.float64, device=w.device)
+    return ((t - mean) @ w).float().cpu().numpy()

@@ -109,3 +109,20 @@ def discriminator(d_in: int, coeff: float = 1.0) -> nn.Sequential:
     h1, h2 = max(2, d_in // 4), max(2, d_in // 16)
     return nn.Sequential(GradientReversal(coeff), nn.BatchNorm1d(d_in), nn.Linear(d_in, h1), nn.ReLU(),
                          nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, 2))
+
+
+ENCODE_BATCH = 4096  # rows per forward pass when encoding a whole split (bounded memory)
+
+
+@torch.no_grad()
+def encode_in_batches(enc: Any, feats: Any, device: torch.device, dim: int, batch: int = ENCODE_BATCH) -> Any:
+    """`enc` applied to the rows of `feats` (a numpy array, or None) in chunks of `batch` on
+    `device`; float32 numpy (n, dim) back on the host, None for None, (0, dim) for no rows."""
+    import numpy as np
+
+    if feats is None:
+        return None
+    feats = np.asarray(feats, dtype=np.float32)
+    out = [enc(torch.as_tensor(feats[i:i + batch], device=device)).float().cpu()
+           for i in range(0, feats.shape[0], batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, dim), np.float32)
