@@ -17,6 +17,13 @@ def results_root(value: str | None) -> Path:
     return Path(value or os.environ.get("BENCH_RESULTS", "results"))
 
 
+def keep_scratch_inside(root: Path) -> None:
+    """Scratch folders of libraries go under <results>/cache instead of the system's temporary folder:
+    torch's compile cache (created as soon as torch._dynamo is imported, which the first optimizer
+    step does) unless TORCHINDUCTOR_CACHE_DIR says otherwise. Dask's goes there too (dask_dir)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((root / "cache" / "torchinductor").resolve()))
+
+
 def summary_line(cmd: click.Command) -> str:
     """A command's whole one-line summary (click would cut it at 45 characters)."""
     return (cmd.short_help or (cmd.help or "").strip().split("\n")[0]).strip()
@@ -195,6 +202,7 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
 
     root = results_root(results)
     check_results_folder(root)
+    keep_scratch_inside(root)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
                        multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
     if dry_run:
@@ -218,7 +226,14 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
     runner.adopt(loaded)
     out = root / sweep.name
     lock = sweep_lock(out, root, sweep.name)
+    starter = None
     try:
+        if scale is not None and not runner.pending():
+            scale = None  # nothing to run: no cluster to start (the serial runner reports the skips)
+        if scale is not None:  # workers start while the MLflow store is opened and reconciled
+            from bench.distributed import ClusterInBackground
+
+            starter = ClusterInBackground(scale, sweep.device, echo=click.echo, local_directory=dask_dir(root))
         from bench.records import clean_stale_temporaries, runs_dir
 
         removed = clean_stale_temporaries(runs_dir(root, sweep.name))
@@ -228,9 +243,7 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
         if uri is not None:
             tracker = open_tracker(uri, root, sweep.name, sweep.description)
             runner.use_tracker(tracker)
-        if scale is not None and not runner.pending():
-            scale = None  # nothing to run: no cluster to start (the serial runner reports the skips)
-        if scale is None:
+        if starter is None:
             try:
                 summary = runner.run()
             except KeyboardInterrupt:
@@ -240,11 +253,12 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
                            f"recorded and will be redone; rerun the same command to resume", err=True)
                 sys.exit(130)
         else:
-            from bench.distributed import open_client, run_distributed
+            from bench.distributed import run_distributed
 
             try:
-                with open_client(scale, sweep.device, echo=click.echo) as client:
-                    summary = run_distributed(sweep, root, client, tracker=runner.tracker if tracker else None,
+                with starter:
+                    summary = run_distributed(sweep, root, starter.client(),
+                                              tracker=runner.tracker if tracker else None,
                                               tracking_uri=uri if tracker else None,
                                               force=force, threads=threads or 1, echo=click.echo)
             except KeyboardInterrupt:
@@ -255,6 +269,8 @@ def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], d
         if tracker is not None and tracker.parent_id:
             publish_to_parent(tracker, sweep, root)
     finally:
+        if starter is not None:
+            starter.close()
         lock.release()
     ran = summary.ok + summary.failed
     skipped = sum(1 for s in sweep.specs if s.dataset_label in summary.skipped_datasets)
@@ -457,32 +473,39 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
     scale = cluster_options(workers, threads, scheduler, cluster_file)
     root = results_root(results)
     check_results_folder(root)
+    keep_scratch_inside(root)
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
                        multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
     resolve_device(sweep.device)
     check_storage(storage, root, sweep.name)
-    tracker = None
+    uri = None
     if not no_mlflow:
         from bench.tracking import check_uri, default_uri
 
         uri = tracking_uri or default_uri(root)
         if tracking_uri is not None:
             check_uri(uri)
-        tracker = open_tracker(uri, root, sweep.name, sweep.description)
     if scale is None:
+        tracker = open_tracker(uri, root, sweep.name, sweep.description) if uri else None
         set_threads(threads)
         run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
                  show_progress=interactive(), tracker=tracker)
         return
-    from bench.distributed import TrialDispatcher, open_client
+    from bench.distributed import ClusterInBackground, TrialDispatcher
 
     if storage is None and (scheduler or cluster_file):
         click.echo(f"note: the studies are a journal file under {root / sweep.name / 'tune'}; workers on other "
                    "machines need that folder at the same path, or use --storage postgresql://...", err=True)
-    with open_client(scale, sweep.device, echo=click.echo) as client:
-        dispatcher = TrialDispatcher(client, sweep, root, storage, threads=threads or 1)
+    with ClusterInBackground(scale, sweep.device, echo=click.echo, local_directory=dask_dir(root)) as starter:
+        tracker = open_tracker(uri, root, sweep.name, sweep.description) if uri else None
+        dispatcher = TrialDispatcher(starter.client(), sweep, root, storage, threads=threads or 1)
         run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo, tracker=tracker,
                  dispatcher=dispatcher)
+
+
+def dask_dir(root: Path) -> Path:
+    """Where local Dask workers keep their scratch space: inside the results folder."""
+    return root / "cache" / "dask"
 
 
 @main.command(name="list")

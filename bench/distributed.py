@@ -151,9 +151,11 @@ def wants_gpu(device: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] = print) -> Iterator[Any]:
-    """A connected `distributed.Client` for the options; a cluster it started is closed on exit."""
+def start_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] = print,
+                 local_directory: str | Path | None = None) -> tuple[Any, Any]:
+    """A connected `distributed.Client` for the options, and the cluster it started (None for
+    --scheduler). Local workers keep their scratch space in `local_directory` (bench passes
+    `<results>/cache/dask`, so nothing is written outside the results folder)."""
     import logging
 
     from distributed import Client, LocalCluster
@@ -188,20 +190,96 @@ def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] =
         import dask
 
         # Dask's statistical profiler samples the worker's stacks every 10 ms: measurable CPU on a
-        # training loop, and nobody reads it here.
-        dask.config.set({"distributed.worker.profile.enabled": False})
+        # training loop, and nobody reads it here. Dask also starts workers with
+        # MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold at 128 KiB: every tensor
+        # above it is a fresh mmap and page faults, and a CPU run took 1.5x as long as in the bench
+        # process (benchmarks/sweep_scaling.py). Unset it: workers get glibc's defaults, like serial.
+        dask.config.set({"distributed.worker.profile.enabled": False,
+                         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+        if local_directory is not None:  # the scheduler's and every worker's scratch space
+            Path(local_directory).mkdir(parents=True, exist_ok=True)
+            dask.config.set({"temporary-directory": str(Path(local_directory).resolve())})
         cluster = LocalCluster(n_workers=opts.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR,
                                resources={"GPU": 1} if gpus else None, env=env)
-        client = Client(cluster)
+        try:
+            client = Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+    return client, cluster
+
+
+def stop_client(client: Any, cluster: Any) -> None:
+    """Close a client from `start_client` and the cluster it started."""
+    from distributed import LocalCluster
+
     try:
-        yield client
-    finally:
         client.close()
+    finally:
         if cluster is not None:
             if isinstance(cluster, LocalCluster):
                 _stop_workers_fast(cluster)
             cluster.close()
+
+
+@contextlib.contextmanager
+def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] = print,
+                local_directory: str | Path | None = None) -> Iterator[Any]:
+    """A connected `distributed.Client` for the options; a cluster it started is closed on exit."""
+    client, cluster = start_client(opts, device, echo, local_directory)
+    try:
+        yield client
+    finally:
+        stop_client(client, cluster)
+
+
+class ClusterInBackground:
+    """Starts the cluster in a thread while the caller goes on with its own set-up.
+
+    Starting local workers (a fork server importing torch, then the processes) takes about 2 s, and
+    opening the MLflow store and reconciling it with the records about as long: `bench run` and
+    `bench tune` do both at once. `client()` waits for the cluster (and raises what starting it
+    raised); `close()` waits for a start still under way and stops whatever was started.
+    """
+
+    def __init__(self, opts: ClusterOptions, device: str, echo: Callable[[str], None] = print,
+                 local_directory: str | Path | None = None) -> None:
+        self._out: tuple[Any, Any] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+
+        def start() -> None:
+            try:
+                self._out = start_client(opts, device, echo, local_directory)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller in client()
+                self._error = exc
+
+        self._thread = threading.Thread(target=start, name="bench-cluster-start", daemon=True)
+        self._thread.start()
+
+    def client(self) -> Any:
+        """The connected client, once the cluster is up."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        return self._out[0]
+
+    def close(self) -> None:
+        """Stop what was started (waiting for a start under way first); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._thread.join()
+        if self._out is not None:
+            stop_client(*self._out)
+
+    def __enter__(self) -> ClusterInBackground:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 PRELOAD = ["distributed", "torch", "torch._dynamo", "torch.optim", "bench.runner", "bench.distributed"]
@@ -297,10 +375,46 @@ def user_plugin_roots() -> tuple[str, ...]:
     return tuple(sorted({str(Path(folder).parent) for folder in done}))
 
 
+MMAP_THRESHOLD = 32 << 20  # glibc's largest dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
+
+
+def relax_malloc_trim(environ: Any = None) -> bool:
+    """Undo a small MALLOC_TRIM_THRESHOLD_ in this process (what `dask worker` sets by default).
+
+    With that variable set, glibc stops raising its mmap threshold: every allocation above 128 KiB
+    (most tensors) is mmapped and unmapped each time, and a CPU training step pays the page faults
+    (a run took 1.5x as long). For workers bench did not start (`dask worker`, SLURM) the variable
+    was read before any bench code ran, so this sets glibc's thresholds with mallopt instead: mmap
+    above 32 MiB, trim above 64 MiB, the values glibc's own adaptive rule settles at. Set
+    BENCH_MALLOC_TRIM=keep to keep Dask's. Returns True when it changed something.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("MALLOC_TRIM_THRESHOLD_")
+    if value is None or env.get("BENCH_MALLOC_TRIM") == "keep":
+        return False
+    try:
+        if int(value) >= 2 * MMAP_THRESHOLD:
+            return False
+    except ValueError:
+        pass
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, TypeError, AttributeError):  # not glibc (macOS, musl): nothing to undo
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, 2 * MMAP_THRESHOLD))
+
+
 def _setup_worker(plugin_roots: tuple[str, ...], threads: int | None) -> None:
     """Import the submitting process's user plugin roots here and apply --threads (once per process)."""
     if _STATE["setup"] == (plugin_roots, threads):
         return
+    relax_malloc_trim()
     from bench.registry import load_plugins
 
     load_plugins(plugin_roots, asked_by="the plugin folders of the submitting bench process")

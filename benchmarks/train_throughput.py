@@ -17,11 +17,12 @@ forward+backward part and the optimizer; and the test mAP (mean of image->text a
 text->image) after a small sweep-like run (synthetic data, `--map-n` items, `--map-epochs`
 epochs) of each variant through `fit` (the release step through its own loop).
 
-Default shape: MIRFlickr (4,096-d image, 1,386-d text, 24 labels, 300-d label embeddings,
-batch 100, D 1,024).
+Shapes (`--shape`, DATASETS.md; the released batch size of each is the default `--batch`):
+mirflickr 4,096-d image, 1,386-d text, 24 labels, batch 100; nuswide 4,096 / 1,000 / 21, batch
+2,048; mscoco 4,096 / 2,026 / 80, batch 512. All with 300-d label embeddings and D 1,024.
 
-    python benchmarks/train_throughput.py [--device cpu|cuda|auto] [--batch 100] [--reps 5]
-        [--steps 10] [--variants release,fp32,bf16,compile] [--map-epochs 3] [--no-map]
+    python benchmarks/train_throughput.py [--device cpu|cuda|auto] [--shape mirflickr] [--batch N]
+        [--reps 5] [--steps 10] [--variants release,fp32,bf16,compile] [--map-epochs 3] [--no-map]
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from bench.registry import get_dataset, get_method
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from release_step import ReleaseStep  # noqa: E402
 
+SHAPES = {  # image dim, text dim, labels, released batch
+    "mirflickr": (4096, 1386, 24, 100), "nuswide": (4096, 1000, 21, 2048), "mscoco": (4096, 2026, 80, 512)}
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
 OURS = {"fp32": {}, "bf16": {"precision": "bf16"}, "compile": {"compile": True},
         "compile_bf16": {"compile": True, "precision": "bf16"}}
@@ -97,8 +100,9 @@ def profile_steps(step, batches, k: int = 3) -> dict[str, float]:
 def throughput(args, device: torch.device) -> dict[str, dict]:
     cls = get_dataset("synthetic")
     n = args.steps * args.batch
-    data = cls(build(cls.Params, {"n": n, "image_dim": 4096, "text_dim": 1386, "num_labels": 24, "groups": 6,
-                                  "embedding_dim": 300}, "synthetic")).load()
+    image_dim, text_dim, labels, _ = SHAPES[args.shape]
+    data = cls(build(cls.Params, {"n": n, "image_dim": image_dim, "text_dim": text_dim, "num_labels": labels,
+                                  "groups": 6, "embedding_dim": 300}, "synthetic")).load()
     x = torch.as_tensor(data.image, device=device)
     t = torch.as_tensor(data.text, device=device)
     y = torch.as_tensor(data.labels, device=device).float()
@@ -179,7 +183,9 @@ def map_sweep(args, device: torch.device) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="mirflickr",
+                    help="feature and label dimensions of a standard benchmark (DATASETS.md)")
+    ap.add_argument("--batch", type=int, default=None, help="default: the released batch of --shape")
     ap.add_argument("--D", type=int, default=1024, help="common-space dimension")
     ap.add_argument("--steps", type=int, default=10, help="steps per variant per repetition")
     ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median)")
@@ -190,13 +196,16 @@ def main() -> None:
     ap.add_argument("--no-map", action="store_true", help="skip the mAP run")
     args = ap.parse_args()
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.batch is None:
+        args.batch = SHAPES[args.shape][3]
     unknown = [v for v in args.variants if v != "release" and v not in OURS]
     if unknown:
         sys.exit(f"unknown variant(s) {unknown}; choose from release, {', '.join(OURS)}")
     device = resolve_device(args.device)
     load = os.getloadavg()
     print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; batch {args.batch}, D {args.D}")
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; shape {args.shape} {SHAPES[args.shape][:3]}, "
+          f"batch {args.batch}, D {args.D}")
     print("throughput (interleaved):", flush=True)
     res = throughput(args, device)
     maps = {} if args.no_map else (print("mAP run:", flush=True) or map_sweep(args, device))

@@ -363,3 +363,94 @@ def test_the_embedded_sqlite_store_survives_four_concurrent_writers(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("hammer").experiment_id], max_results=100)
     assert len(runs) == 24 and all(r.info.status == "FINISHED" for r in runs)
     assert all(len(client.get_metric_history(r.info.run_id, "loss")) == 5 for r in runs)
+
+
+# ----------------------------------------------------------------------------- glibc malloc in workers
+
+_FAULTS = """
+import os, resource, sys
+import numpy as np
+from bench.distributed import relax_malloc_trim
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(40):  # 40 x 4 MiB: mmapped each time under a small fixed threshold
+        a = np.ones(1 << 19); del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+print(faults(), relax_malloc_trim(), faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_a_small_malloc_trim_threshold_from_dask_is_undone_in_the_worker_process():
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    env.pop("BENCH_MALLOC_TRIM", None)
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+    before, changed, after = out.stdout.split()
+    assert changed == "True"
+    assert int(before) > 40 * 512  # each 4 MiB array faulted its 1024 pages in again
+    assert int(after) < int(before) / 20  # reused from the heap: no new pages
+    env["BENCH_MALLOC_TRIM"] = "keep"
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1] == "False"
+
+
+@pytest.mark.slow
+def test_local_workers_do_not_inherit_dasks_malloc_trim_threshold(monkeypatch):
+    from bench.distributed import ClusterOptions, open_client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with open_client(ClusterOptions(workers=1), "cpu", echo=lambda _l: None) as client:
+        seen = client.submit(os.environ.get, "MALLOC_TRIM_THRESHOLD_", pure=False).result()
+    assert seen is None
+
+
+@pytest.mark.slow
+def test_local_workers_and_torch_keep_their_scratch_space_inside_the_results_folder(tmp_path):
+    path = write_sweep(tmp_path, f"""
+        name: scratch
+        seeds: [0]
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [cca]
+    """)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    out = subprocess.run([*BENCH, "run", str(path), "--results", str(tmp_path / "res"), "--no-mlflow",
+                          "--workers", "1"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not list(tmp.iterdir())  # neither Dask's scratch space nor torch's compile cache
+    assert (tmp_path / "res" / "cache" / "dask" / "dask-scratch-space").is_dir()
+
+
+def test_the_cluster_starts_while_the_mlflow_store_is_opened(tmp_path, monkeypatch):
+    import bench.cli as cli
+    import bench.distributed as dist
+
+    events: list[tuple[str, float]] = []
+    real_open_tracker = cli.open_tracker
+
+    def slow_open_tracker(*args, **kwargs):
+        events.append(("tracker begins", time.monotonic()))
+        time.sleep(0.5)
+        out = real_open_tracker(*args, **kwargs)
+        events.append(("tracker ends", time.monotonic()))
+        return out
+
+    def fake_start(opts, device, echo=print, local_directory=None):
+        events.append(("cluster begins", time.monotonic()))
+        raise BenchError("no cluster in this test")
+
+    monkeypatch.setattr(cli, "open_tracker", slow_open_tracker)
+    monkeypatch.setattr(dist, "start_client", fake_start)
+    path = write_sweep(tmp_path, f"""
+        name: overlap
+        seeds: [0]
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [cca]
+    """)
+    res = CliRunner().invoke(main, ["run", str(path), "--results", str(tmp_path / "res"), "--workers", "2"])
+    assert res.exit_code == 2 and "no cluster in this test" in res.output
+    when = dict((name, t) for name, t in events)
+    assert when["cluster begins"] < when["tracker ends"]  # started before the store was ready
+    assert not read_record(record_path(tmp_path / "res", "overlap", load_sweep(path).specs[0].key))
