@@ -477,6 +477,9 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
     sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
                        multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
     resolve_device(sweep.device)
+    from bench.runner import check_devices
+
+    check_devices(sweep, sweep.specs)
     check_storage(storage, root, sweep.name)
     uri = None
     if not no_mlflow:

@@ -49,6 +49,10 @@ class Method:
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
 
+    def check_device(self, device: torch.device) -> None:
+        """Raise ConfigError when these parameters cannot run on `device`. Called by the preflight of
+        `bench run`, before anything is written (default: any device will do)."""
+
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
         """Optuna search space: parameter values suggested from `trial` (empty by default)."""

@@ -279,6 +279,23 @@ def pr_figure(metrics: dict[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def check_devices(sweep: Sweep, specs: list[RunSpec]) -> None:
+    """Each method's parameters must be able to run on the sweep's device (fp16 autocast needs CUDA,
+    ...): `Method.check_device`, once per distinct (method, parameters). Raises BenchError."""
+    device = resolve_device(sweep.device)
+    seen: set[str] = set()
+    for spec in specs:
+        key = json.dumps([spec.method, spec.params], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = get_method(spec.method)
+        try:
+            entry.cls(P.build(entry.cls.Params, spec.params, spec.method)).check_device(device)
+        except BenchError as exc:
+            raise BenchError(f"{sweep.path}: {spec.method_label}: {exc}") from None
+
+
 def preflight(sweep: Sweep, specs: list[RunSpec], cache_root: Path,
               loaded: dict[str, CrossModalData] | None = None) -> None:
     """Check, before anything is written or trained, what would otherwise fail only at run time.
@@ -290,6 +307,7 @@ def preflight(sweep: Sweep, specs: list[RunSpec], cache_root: Path,
     """
     from bench.splits import compute_split
 
+    check_devices(sweep, specs)
     by_data: dict[str, list[RunSpec]] = {}
     for spec in specs:
         by_data.setdefault(json.dumps([spec.dataset, spec.dataset_params], sort_keys=True), []).append(spec)

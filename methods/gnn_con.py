@@ -458,15 +458,19 @@ class GNNCon(Method):
             x, t = self._reconstruct(x, t, im, tm, train_mode=True)
         return (x, t, *self.presence(im, tm, stage))
 
+    def check_device(self, device: torch.device) -> None:
+        """fp16 autocast (with its grad scaler) is CUDA-only: refuse it elsewhere, before any run."""
+        if self.params.precision == "fp16" and device.type != "cuda":
+            raise ConfigError(f"{self.name}.precision: fp16 needs a CUDA device (running on {device.type}); "
+                              "use bf16 or fp32")
+
     def _precision(self, device: torch.device) -> tuple[torch.dtype | None, Any]:
         """(autocast dtype or None, grad scaler or None) for `precision` on `device`."""
         prec = self.params.precision
         if prec == "fp32":
             return None, None
         if prec == "fp16":
-            if device.type != "cuda":
-                raise ConfigError(f"{self.name}.precision: fp16 needs a CUDA device (running on {device.type}); "
-                                  "use bf16 or fp32")
+            self.check_device(device)
             return torch.float16, torch.amp.GradScaler("cuda")
         return torch.bfloat16, None
 

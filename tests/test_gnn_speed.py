@@ -150,6 +150,32 @@ def test_fp16_on_cpu_is_refused_with_one_line():
         m.fit(_data(), _data(), FitContext(seed=0))
 
 
+def test_fp16_on_a_cpu_sweep_stops_bench_run_before_anything_is_written(tmp_path):
+    from click.testing import CliRunner
+    from conftest import TINY_SYNTHETIC, files_under, write_sweep
+
+    from bench.cli import main
+
+    path = write_sweep(tmp_path, f"""
+        name: half
+        seeds: [0]
+        device: cpu
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods:
+          - cca
+          - name: pgnn_con
+            params: {{precision: fp16, epochs: 1}}
+    """)
+    res = CliRunner().invoke(main, ["run", str(path), "--results", str(tmp_path / "res")])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "pgnn_con" in lines[0] and "fp16 needs a CUDA device" in lines[0]
+    assert files_under(tmp_path / "res") == []  # not even the cca run before it
+    res = CliRunner().invoke(main, ["tune", str(path), "--results", str(tmp_path / "res"), "--trials", "1"])
+    assert res.exit_code == 2 and "fp16 needs a CUDA device" in res.output, res.output
+    assert files_under(tmp_path / "res") == []
+
+
 def test_the_timed_release_step_computes_our_binary_con_loss_and_gradients_float64():
     import importlib.util
     from pathlib import Path
