@@ -299,7 +299,7 @@ def publish_to_parent(tracker, sweep, root: Path) -> None:  # noqa: ANN001
                 path = Path(tmp) / f"report.{ext}"
                 path.write_text(render(rep, fmt))
                 tracker.log_parent_artifact(path)
-            for fig in all_figures(root, Path(tmp) / "figures", [sweep.name], keys):
+            for fig in all_figures(root, Path(tmp) / "figures", [sweep.name], keys, formats=("png",)):
                 tracker.log_parent_artifact(fig, "figures")
     except Exception as exc:  # the runs and their records are done; this is only a convenience copy
         click.echo(f"warning: could not attach the report to the MLflow parent run: {exc}", err=True)

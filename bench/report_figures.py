@@ -7,6 +7,7 @@ tables use (`bench.report.records_frame`): newest per seed, configurations never
 
 from __future__ import annotations
 
+import contextvars
 import re
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ def _band(ax: Any, x: np.ndarray, ys: np.ndarray, label: str) -> None:
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
 
 
+_FORMATS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("figure_formats", default=("png", "pdf"))
+
+
 def _save(fig: Any, out_dir: Path, stem: str, written: list[Path]) -> None:
-    for ext in ("png", "pdf"):
+    for ext in _FORMATS.get():
         path = out_dir / f"{stem}.{ext}"
         fig.savefig(path, dpi=120)
         written.append(path)
@@ -178,15 +182,22 @@ def epoch_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None,
 
 def adjacency_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
                       artifact: str = "label_adjacency") -> list[Path]:
-    """Per (sweep, dataset, method) that logged `artifact` (`ctx.artifact` in its fit): a heatmap of
-    that matrix from its first-seed record, labelled with the axis labels it logged."""
+    """Per (sweep, dataset): a heatmap of each distinct `artifact` matrix (`ctx.artifact` in a fit)
+    from the first-seed record of every method that logged one, labelled with its axis labels.
+
+    Methods that logged the same matrix (every variant of one graph builds the same label graph
+    from the same training labels) share one figure, named after the first of them and titled
+    with all of them: the heatmaps are the slow part of a report, and identical ones say nothing new.
+    """
+    import textwrap
+
     plt = _plt()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: set = set()
-    written: list[Path] = []
+    groups: dict[tuple[str, str], list[tuple[np.ndarray, list[str], int, list[str]]]] = {}
     for (sweep, dataset), method, rec in sorted(_chosen(iter_records(results, sweeps), keys),
-                                                key=lambda t: t[2]["spec"]["seed"]):
+                                                key=lambda t: (t[2]["spec"]["seed"], t[1])):
         art = rec.get("artifacts", {}).get(artifact)
         if not art or (sweep, dataset, method) in seen:
             continue
@@ -194,25 +205,40 @@ def adjacency_figures(results: Path, out_dir: Path, sweeps: list[str] | None = N
         matrix = np.asarray(art["data"], dtype=float)
         if matrix.ndim != 2:
             continue
-        names = art.get("axis_labels") or []
-        size = min(9.0, 3 + 0.18 * matrix.shape[0])
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
-        im = ax.imshow(matrix, cmap="viridis", interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        if names and len(names) == matrix.shape[0] and matrix.shape[0] <= 60:
-            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(names)), names, fontsize=6)
-        ax.set_title(f"{dataset} | {method}: {artifact.replace('_', ' ')} (seed {rec['spec']['seed']})", fontsize=9)
-        fig.tight_layout()
-        _save(fig, out_dir, f"adj_{_safe(f'{sweep}__{dataset}__{method}')}", written)
-        plt.close(fig)
-    return written
-
-
-def all_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None
-                ) -> list[Path]:
-    """Every report figure (PNG and PDF): PR, P@K, validation mAP per epoch, label adjacency."""
+        names = list(art.get("axis_labels") or [])
+        for other, other_names, _seed, methods in groups.setdefault((sweep, dataset), []):
+            if other_names == names and other.shape == matrix.shape and np.array_equal(other, matrix, equal_nan=True):
+                methods.append(method)
+                break
+        else:
+            groups[(sweep, dataset)].append((matrix, names, rec["spec"]["seed"], [method]))
     written: list[Path] = []
-    for make in (pr_figures, pk_figures, epoch_figures, adjacency_figures):
-        written += make(results, out_dir, sweeps, keys)
+    for (sweep, dataset), distinct in sorted(groups.items()):
+        for matrix, names, seed, methods in distinct:
+            size = min(9.0, 3 + 0.18 * matrix.shape[0])
+            fig, ax = plt.subplots(figsize=(size + 1.2, size))
+            im = ax.imshow(matrix, cmap="viridis", interpolation="nearest")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            if names and len(names) == matrix.shape[0] and matrix.shape[0] <= 60:
+                ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+                ax.set_yticks(range(len(names)), names, fontsize=6)
+            title = f"{dataset} | {', '.join(methods)}: {artifact.replace('_', ' ')} (seed {seed})"
+            ax.set_title("\n".join(textwrap.wrap(title, width=int(12 * size))), fontsize=9)
+            fig.tight_layout()
+            _save(fig, out_dir, f"adj_{_safe(f'{sweep}__{dataset}__{methods[0]}')}", written)
+            plt.close(fig)
     return written
+
+
+def all_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
+                formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Every report figure: PR, P@K, validation mAP per epoch, label adjacency; each in `formats`
+    (PNG and PDF for `bench report --figures`; the copy on the MLflow parent run is PNG only)."""
+    token = _FORMATS.set(tuple(formats))
+    try:
+        written: list[Path] = []
+        for make in (pr_figures, pk_figures, epoch_figures, adjacency_figures):
+            written += make(results, out_dir, sweeps, keys)
+        return written
+    finally:
+        _FORMATS.reset(token)

@@ -13,9 +13,11 @@ Variants (each its own model copy, same initial weights):
   compile_bf16  ours, both
 Then, per variant: aten ops per step and host reads of device values per step (torch.profiler,
 CPU activity: aten::item / _local_scalar_dense / nonzero / is_nonzero / equal), split into the
-forward+backward part and the optimizer; and the test mAP (mean of image->text and
-text->image) after a small sweep-like run (synthetic data, `--map-n` items, `--map-epochs`
-epochs) of each variant through `fit` (the release step through its own loop).
+forward+backward part and the optimizer; on CUDA also GPU kernels, launch calls and host
+synchronisations per step (torch.cuda.set_sync_debug_mode("warn") counts them) and ms per
+step; and the test mAP (mean of image->text and text->image) after a small sweep-like run
+(synthetic data, `--map-n` items, `--map-epochs` epochs) of each variant through `fit` (the release
+step through its own loop).
 
 Shapes (`--shape`, DATASETS.md; the released batch size of each is the default `--batch`):
 mirflickr 4,096-d image, 1,386-d text, 24 labels, batch 100; nuswide 4,096 / 1,000 / 21, batch
@@ -97,6 +99,32 @@ def profile_steps(step, batches, k: int = 3) -> dict[str, float]:
     return {key: val / k for key, val in counts.items()}
 
 
+def cuda_counts(step, batches, k: int = 3) -> dict[str, float]:
+    """On CUDA, per step: GPU kernels run (torch.profiler's CUDA activity, copies and memsets left
+    out), kernel launch calls on the host, and host synchronisations (torch's sync debug mode
+    warns once for each: .item(), bool(tensor), nonzero, device-to-host copies, ...)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for x, t, y in batches[:k]:
+            step(x, t, y)
+        torch.cuda.synchronize()
+    cuda = torch.autograd.DeviceType.CUDA
+    kernels = sum(1 for e in prof.events() if e.device_type == cuda and not e.name.startswith(("Memcpy", "Memset")))
+    launches = sum(1 for e in prof.events() if e.name.startswith(("cudaLaunchKernel", "cuLaunchKernel")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for x, t, y in batches[:k]:
+                step(x, t, y)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message).lower() for w in caught)
+    return {"gpu_kernels": kernels / k, "launches": launches / k, "cuda_syncs": syncs / k}
+
+
 def throughput(args, device: torch.device) -> dict[str, dict]:
     cls = get_dataset("synthetic")
     n = args.steps * args.batch
@@ -136,7 +164,8 @@ def throughput(args, device: torch.device) -> dict[str, dict]:
     out = {}
     for name, step in steps.items():
         out[name] = {"samples/s": statistics.median(n / s for s in times[name]),
-                     "per_rep": times[name], **profile_steps(step, batches)}
+                     "per_rep": times[name], **profile_steps(step, batches),
+                     **(cuda_counts(step, batches) if device.type == "cuda" else {})}
     return out
 
 
@@ -216,6 +245,11 @@ def main() -> None:
                      f"{maps[name]:.4f}" if name in maps else "-"])
     print(tabulate(rows, headers=["variant", "samples/s", "vs release", "vs fp32", "aten ops/step",
                                   "  in optimizer", "host reads/step", "  in optimizer", "test mAP"]))
+    if device.type == "cuda":
+        print(tabulate([[name, f"{r['gpu_kernels']:.0f}", f"{r['launches']:.0f}", f"{r['cuda_syncs']:.0f}",
+                         f"{1000 * args.batch / r['samples/s']:.2f}"] for name, r in res.items()],
+                       headers=["variant", "GPU kernels/step", "launch calls/step", "host syncs/step",
+                                "ms/step"]))
     print("samples/s: median over repetitions; ratios: median (min-max) of per-repetition ratios")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -179,6 +179,7 @@ def test_cli_run_describes_the_experiment_and_attaches_sweep_report_and_figures_
     assert {"sweep.yaml", "report.md", "report.tex", "figures"} <= names
     figures = {a.path for a in tracker.client.list_artifacts(parent.info.run_id, "figures")}
     assert "figures/pr_parentart__synthetic.png" in figures
+    assert not [f for f in figures if f.endswith(".pdf")]  # PNG only on the parent run (viewable, cheaper)
     report_md = tracker.client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path))
     assert "### parentart" in open(report_md).read()
 

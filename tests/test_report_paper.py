@@ -222,6 +222,25 @@ def test_validation_curves_and_adjacency_heatmaps_are_drawn_from_records(tmp_pat
     assert [p.name for p in adjf] == ["adj_abl__synthetic__pgnn_con.png", "adj_abl__synthetic__pgnn_con.pdf"]
 
 
+def test_methods_with_the_same_adjacency_share_one_heatmap(tmp_path, monkeypatch):
+    import bench.report_figures as rf
+
+    same = {"shape": [2, 2], "data": [[1, 0.5], [0.5, 1]], "axis_labels": ["a", "b"]}
+    other = {"shape": [2, 2], "data": [[1, 0.0], [0.0, 1]], "axis_labels": ["a", "b"]}
+    for method, adj in (("pgnn_con", same), ("pgnn_con/no_gan", same), ("cca", other)):
+        for seed in range(2):
+            _write(tmp_path, _rec(method, seed, 0.8, artifacts={"label_adjacency": adj}))
+    titles = []
+    real_save = rf._save
+    monkeypatch.setattr(rf, "_save", lambda fig, *a: (titles.append(fig.axes[0].get_title()), real_save(fig, *a)))
+    adjf = adjacency_figures(tmp_path, tmp_path / "f")
+    assert sorted(p.name for p in adjf if p.suffix == ".png") == ["adj_abl__synthetic__cca.png",
+                                                                    "adj_abl__synthetic__pgnn_con.png"]
+    assert sorted(t.replace("\n", " ") for t in titles) == [
+        "synthetic | cca: label adjacency (seed 0)",
+        "synthetic | pgnn_con, pgnn_con/no_gan: label adjacency (seed 0)"]
+
+
 @register_method
 class ArtifactMethod(Projection, Method):
     """Logs a label co-occurrence matrix through the fit context, as a label-graph method would."""
