@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SYNTHETIC, write_sweep
@@ -387,3 +388,18 @@ def test_a_sweep_file_that_is_not_text_is_a_config_error(tmp_path):
     path.write_bytes(b"\xff\xfe\x00 not text")
     with pytest.raises(ConfigError, match=rf"^{path}"):
         load_sweep(path)
+
+
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_sweep_loads_and_dry_runs_by_name(name, tmp_path):
+    # sweeps/incomplete.yaml carried a dataset label with '/' that the label check of issue 12 refuses
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    res = CliRunner().invoke(main, ["run", name, "--dry-run", "--results", str(tmp_path / "res")])
+    assert res.exit_code == 0, res.output
+    assert "runs to do" in res.output and "nothing was run" in res.output
