@@ -10,7 +10,7 @@ of a run on 1 worker over serial: target < 1 s) from the fixed cost of an invoca
 start and stop, each worker process importing torch). Prints medians over the repeats, the
 ratio of 2 workers to serial on the 2k sweep (target <= 0.6 on 2 cores) and `uptime`.
 
-    python benchmarks/sweep_scaling.py [--runs 4] [--epochs 20] [--repeats 2] [--mlflow]
+    python benchmarks/sweep_scaling.py [--runs 4] [--epochs 60] [--n 4000] [--repeats 2] [--mlflow]
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def one(sweep: Path, work: Path, cache: Path, extra: list[str], mlflow: bool) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=4, help="k: the small sweep has k runs (seeds), the large 2k")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--n", type=int, default=2000, help="synthetic rows")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--n", type=int, default=4000, help="synthetic rows")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--mlflow", action="store_true", help="track to the embedded sqlite store too")
     args = ap.parse_args()
