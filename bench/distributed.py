@@ -378,7 +378,7 @@ def user_plugin_roots() -> tuple[str, ...]:
 MMAP_THRESHOLD = 32 << 20  # glibc's largest dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
 
 
-def relax_malloc_trim(environ: Any = None) -> bool:
+def relax_malloc_trim() -> bool:
     """Undo a small MALLOC_TRIM_THRESHOLD_ in this process (what `dask worker` sets by default).
 
     With that variable set, glibc stops raising its mmap threshold: every allocation above 128 KiB
@@ -388,9 +388,8 @@ def relax_malloc_trim(environ: Any = None) -> bool:
     above 32 MiB, trim above 64 MiB, the values glibc's own adaptive rule settles at. Set
     BENCH_MALLOC_TRIM=keep to keep Dask's. Returns True when it changed something.
     """
-    env = os.environ if environ is None else environ
-    value = env.get("MALLOC_TRIM_THRESHOLD_")
-    if value is None or env.get("BENCH_MALLOC_TRIM") == "keep":
+    value = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    if value is None or os.environ.get("BENCH_MALLOC_TRIM") == "keep":
         return False
     try:
         if int(value) >= 2 * MMAP_THRESHOLD:

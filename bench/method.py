@@ -50,8 +50,8 @@ class Method:
         self.params = params if params is not None else self.Params()
 
     def check_device(self, device: torch.device) -> None:
-        """Raise ConfigError when these parameters cannot run on `device`. Called by the preflight of
-        `bench run`, before anything is written (default: any device will do)."""
+        """Raise ConfigError when these parameters cannot run on `device`. `bench run` and `bench tune`
+        call it before anything is written (`bench.runner.check_devices`); default: any device will do."""
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ tables use (`bench.report.records_frame`): newest per seed, configurations never
 
 from __future__ import annotations
 
-import contextvars
 import re
 from pathlib import Path
 from typing import Any
@@ -77,18 +76,18 @@ def _band(ax: Any, x: np.ndarray, ys: np.ndarray, label: str) -> None:
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
 
 
-_FORMATS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("figure_formats", default=("png", "pdf"))
+FORMATS = ("png", "pdf")
 
 
-def _save(fig: Any, out_dir: Path, stem: str, written: list[Path]) -> None:
-    for ext in _FORMATS.get():
+def _save(fig: Any, out_dir: Path, stem: str, written: list[Path], formats: tuple[str, ...]) -> None:
+    for ext in formats:
         path = out_dir / f"{stem}.{ext}"
         fig.savefig(path, dpi=120)
         written.append(path)
 
 
-def pr_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None
-               ) -> list[Path]:
+def pr_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
+               formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Per (sweep, dataset): PR curves of every method, mean over seeds with a ±1 std band of the
     precision (recall is averaged too); PNG and PDF."""
     plt = _plt()
@@ -110,13 +109,13 @@ def pr_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, ke
         axes[0].set_ylabel("precision")
         axes[1].legend(fontsize=7, loc="upper right")
         fig.tight_layout()
-        _save(fig, out_dir, f"pr_{_safe(f'{sweep}__{dataset}')}", written)
+        _save(fig, out_dir, f"pr_{_safe(f'{sweep}__{dataset}')}", written, formats)
         plt.close(fig)
     return written
 
 
-def pk_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None
-               ) -> list[Path]:
+def pk_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
+               formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Per (sweep, dataset): precision@K against K (log axis) for every method, mean ± std over seeds."""
     plt = _plt()
     out_dir = Path(out_dir)
@@ -145,13 +144,13 @@ def pk_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, ke
         axes[0].set_ylabel("precision@K")
         axes[1].legend(fontsize=7, loc="upper right")
         fig.tight_layout()
-        _save(fig, out_dir, f"pk_{_safe(f'{sweep}__{dataset}')}", written)
+        _save(fig, out_dir, f"pk_{_safe(f'{sweep}__{dataset}')}", written, formats)
         plt.close(fig)
     return written
 
 
-def epoch_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None
-                  ) -> list[Path]:
+def epoch_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
+                  formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Per (sweep, dataset): validation mAP per epoch of every iterative method, mean ± std over seeds."""
     plt = _plt()
     out_dir = Path(out_dir)
@@ -175,13 +174,13 @@ def epoch_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        _save(fig, out_dir, f"val_{_safe(f'{sweep}__{dataset}')}", written)
+        _save(fig, out_dir, f"val_{_safe(f'{sweep}__{dataset}')}", written, formats)
         plt.close(fig)
     return written
 
 
 def adjacency_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
-                      artifact: str = "label_adjacency") -> list[Path]:
+                      artifact: str = "label_adjacency", formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Per (sweep, dataset): a heatmap of each distinct `artifact` matrix (`ctx.artifact` in a fit)
     from the first-seed record of every method that logged one, labelled with its axis labels.
 
@@ -207,7 +206,7 @@ def adjacency_figures(results: Path, out_dir: Path, sweeps: list[str] | None = N
             continue
         names = list(art.get("axis_labels") or [])
         for other, other_names, _seed, methods in groups.setdefault((sweep, dataset), []):
-            if other_names == names and other.shape == matrix.shape and np.array_equal(other, matrix, equal_nan=True):
+            if other_names == names and np.array_equal(other, matrix, equal_nan=True):
                 methods.append(method)
                 break
         else:
@@ -225,20 +224,16 @@ def adjacency_figures(results: Path, out_dir: Path, sweeps: list[str] | None = N
             title = f"{dataset} | {', '.join(methods)}: {artifact.replace('_', ' ')} (seed {seed})"
             ax.set_title("\n".join(textwrap.wrap(title, width=int(12 * size))), fontsize=9)
             fig.tight_layout()
-            _save(fig, out_dir, f"adj_{_safe(f'{sweep}__{dataset}__{methods[0]}')}", written)
+            _save(fig, out_dir, f"adj_{_safe(f'{sweep}__{dataset}__{methods[0]}')}", written, formats)
             plt.close(fig)
     return written
 
 
 def all_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
-                formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+                formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Every report figure: PR, P@K, validation mAP per epoch, label adjacency; each in `formats`
     (PNG and PDF for `bench report --figures`; the copy on the MLflow parent run is PNG only)."""
-    token = _FORMATS.set(tuple(formats))
-    try:
-        written: list[Path] = []
-        for make in (pr_figures, pk_figures, epoch_figures, adjacency_figures):
-            written += make(results, out_dir, sweeps, keys)
-        return written
-    finally:
-        _FORMATS.reset(token)
+    written: list[Path] = []
+    for make in (pr_figures, pk_figures, epoch_figures, adjacency_figures):
+        written += make(results, out_dir, sweeps, keys, formats=formats)
+    return written
