@@ -129,6 +129,35 @@ def _as_float32(name: str, what: str, arr: Any) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _checked_labels(name: str, labels: Any, n_image: int, n_text: int) -> np.ndarray:
+    """The label matrix as uint8 after checking it is 2-D, binary and has one row per item."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise DataError(f"{name}: labels must be a 2-D multi-hot matrix (rows, labels), got shape {lab.shape}")
+    if not (n_image == n_text == lab.shape[0]):
+        raise DataError(
+            f"{name}: row counts disagree: image {n_image}, text {n_text}, "
+            f"labels {lab.shape[0]}; every row must be one paired item")
+    if lab.size and not np.isin(lab, (0, 1)).all():
+        bad = lab[~np.isin(lab, (0, 1))]
+        raise DataError(f"{name}: labels must be 0/1, found value {bad.flat[0].item()!r}; "
+                        "convert class ids to a multi-hot matrix")
+    return lab.astype(np.uint8)
+
+
+def _checked_split(name: str, predefined_split: dict[str, Any] | None, n: int) -> dict[str, np.ndarray] | None:
+    """A dataset's own split as int64 index arrays inside 0..n-1."""
+    if predefined_split is None:
+        return None
+    split = {}
+    for key, idx in predefined_split.items():
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise DataError(f"{name}: predefined split '{key}' indexes outside 0..{n - 1}")
+        split[key] = idx
+    return split
+
+
 def make_data(
     name: str,
     image: Any,
@@ -150,18 +179,7 @@ def make_data(
     """
     image = _as_float32(name, "image features", image)
     text = _as_float32(name, "text features", text)
-    lab = np.asarray(labels)
-    if lab.ndim != 2:
-        raise DataError(f"{name}: labels must be a 2-D multi-hot matrix (rows, labels), got shape {lab.shape}")
-    if not (image.shape[0] == text.shape[0] == lab.shape[0]):
-        raise DataError(
-            f"{name}: row counts disagree: image {image.shape[0]}, text {text.shape[0]}, "
-            f"labels {lab.shape[0]}; every row must be one paired item")
-    if lab.size and not np.isin(lab, (0, 1)).all():
-        bad = lab[~np.isin(lab, (0, 1))]
-        raise DataError(f"{name}: labels must be 0/1, found value {bad.flat[0].item()!r}; "
-                        "convert class ids to a multi-hot matrix")
-    lab = lab.astype(np.uint8)
+    lab = _checked_labels(name, labels, image.shape[0], text.shape[0])
     c = lab.shape[1]
     if label_names is None:
         label_names = tuple(f"label_{i}" for i in range(c))
@@ -173,15 +191,7 @@ def make_data(
         emb = _as_float32(name, "label embeddings", label_embeddings)
         if emb.shape[0] != c:
             raise DataError(f"{name}: label embeddings have {emb.shape[0]} rows for {c} labels")
-    split = None
-    n = lab.shape[0]
-    if predefined_split is not None:
-        split = {}
-        for key, idx in predefined_split.items():
-            idx = np.asarray(idx, dtype=np.int64)
-            if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise DataError(f"{name}: predefined split '{key}' indexes outside 0..{n - 1}")
-            split[key] = idx
+    split = _checked_split(name, predefined_split, lab.shape[0])
     info = dict(info or {})
     keep = lab.sum(1) > 0
     dropped = int((~keep).sum())
