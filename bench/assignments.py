@@ -1,4 +1,7 @@
-"""Command-line overrides of a sweep file, Hydra-style: `key=value` tokens applied to its YAML.
+"""Command-line assignments: `KEY=VALUE` tokens that override a sweep file's YAML, Hydra-style.
+
+(The user manual calls them command-line overrides; in the code they are *assignments*, to keep
+them apart from a sweep file's own `overrides:` mapping of per-dataset parameter values.)
 
 Grammar (one token each, values parsed as YAML flow values):
 
@@ -15,7 +18,7 @@ override leaves out the variants that fix that parameter; naming such a variant 
 an error. With `multirun`, a comma-separated value (`methods.cca.dim=8,16`) becomes a grid
 over those values, and `seeds=0,1,2` a list of seeds.
 
-Overrides only rewrite the parsed YAML; the sweep is then validated exactly as a file would
+Assignments only rewrite the parsed YAML; the sweep is then validated exactly as a file would
 be, and overridden runs get their own run keys from their resolved specs.
 """
 
@@ -27,16 +30,15 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from bench.errors import BenchError, ConfigError
 from bench.params import near
+from bench.readers import load_yaml_text
 
 MAX_TOKEN = 2000  # characters: an override longer than this is a mistake, not a value
 
 
 @dataclass(frozen=True)
-class Override:
+class Assignment:
     """One parsed `path=value` token."""
 
     token: str
@@ -67,17 +69,13 @@ def _split_commas(text: str) -> list[str]:
 
 
 def _value(text: str, token: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"override '{token}': the value is not valid YAML ({problem})") from None
+    value = load_yaml_text(text, f"override '{token}'")  # the same alias and size limits as a file
     if value is None and text.strip() not in ("null", "~"):
         raise ConfigError(f"override '{token}': empty value; write key=value (null for none)")
     return value
 
 
-def parse(token: str, multirun: bool = False) -> Override:
+def parse_assignment(token: str, multirun: bool = False) -> Assignment:
     """Parse one `a.b.c=value` token (one-line ConfigError when malformed)."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN:
         raise ConfigError(f"override '{str(token)[:60]}...': longer than {MAX_TOKEN} characters")
@@ -90,8 +88,8 @@ def parse(token: str, multirun: bool = False) -> Override:
         raise ConfigError(f"override '{token}': '{key}' is not a key path like seeds or methods.cca.dim")
     if multirun and len(parts := _split_commas(text)) > 1:
         choices = tuple(_value(p, token) for p in parts)
-        return Override(token, path, list(choices), choices)
-    return Override(token, path, _value(text, token))
+        return Assignment(token, path, list(choices), choices)
+    return Assignment(token, path, _value(text, token))
 
 
 def _selects(entry: Any, sel: str) -> bool:
@@ -128,7 +126,7 @@ def _set(target: dict, path: tuple[str, ...], value: Any, token: str) -> None:
     target[path[-1]] = value
 
 
-def _apply_entries(raw: dict, ov: Override, kind: str, entry_keys: set[str]) -> None:
+def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -> None:
     if len(ov.path) < 3:
         raise ConfigError(f"override '{ov.token}': write {kind}.NAME.KEY=value (e.g. "
                           + ("methods.pgnn_con.epochs=5)" if kind == "methods" else "datasets.synthetic.n=500)"))
@@ -185,15 +183,15 @@ def _apply_entries(raw: dict, ov: Override, kind: str, entry_keys: set[str]) -> 
         raise ConfigError(f"override '{ov.token}': every entry selected by '{sel}' fixes '{rest[0]}'")
 
 
-def apply(raw: Any, overrides: list[Override], top_keys: set[str], dataset_keys: set[str],
-          method_keys: set[str]) -> Any:
-    """A copy of the parsed sweep `raw` with `overrides` applied in order."""
-    if not overrides:
+def apply_assignments(raw: Any, assignments: list[Assignment], top_keys: set[str], dataset_keys: set[str],
+                      method_keys: set[str]) -> Any:
+    """A copy of the parsed sweep `raw` with `assignments` applied in order."""
+    if not assignments:
         return raw
     if not isinstance(raw, dict):
         return raw  # the sweep's own validation reports the malformed file
     raw = copy.deepcopy(raw)
-    for ov in overrides:
+    for ov in assignments:
         head = ov.path[0]
         if head not in top_keys:
             raise ConfigError(f"override '{ov.token}': unknown key '{head}'{near(head, top_keys)}; "
@@ -208,11 +206,3 @@ def apply(raw: Any, overrides: list[Override], top_keys: set[str], dataset_keys:
             _set(raw, ov.path, ov.value, ov.token)
     return raw
 
-
-def select(specs: list[Any], methods: tuple[str, ...] = (), datasets: tuple[str, ...] = ()) -> list[Any]:
-    """The specs whose method (name or label) and dataset (name or label) match any of the patterns."""
-    def hit(values: list[str], patterns: tuple[str, ...]) -> bool:
-        return not patterns or any(fnmatch.fnmatchcase(v, p) for v in values for p in patterns)
-
-    return [s for s in specs
-            if hit([s.method, s.method_label], methods) and hit([s.dataset, s.dataset_label], datasets)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -15,13 +14,6 @@ from bench.errors import BenchError
 def results_root(value: str | None) -> Path:
     """--results, else $BENCH_RESULTS, else ./results."""
     return Path(value or os.environ.get("BENCH_RESULTS", "results"))
-
-
-def keep_scratch_inside(root: Path) -> None:
-    """Scratch folders of libraries go under <results>/cache instead of the system's temporary folder:
-    torch's compile cache (created as soon as torch._dynamo is imported, which the first optimizer
-    step does) unless TORCHINDUCTOR_CACHE_DIR says otherwise. Dask's goes there too (dask_dir)."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((root / "cache" / "torchinductor").resolve()))
 
 
 def summary_line(cmd: click.Command) -> str:
@@ -88,14 +80,6 @@ threads_option = click.option("--threads", type=click.IntRange(min=1), default=N
                               help="torch CPU threads (default: torch's choice; 1 when sharing a small machine)")
 
 
-def set_threads(threads: int | None) -> None:
-    """Apply --threads."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
     if value:
         from bench.registry import request_plugins
@@ -105,10 +89,14 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
 
 plugins_option = click.option("--plugins", multiple=True, metavar="DIR", expose_value=False, callback=_request_plugins,
                               help="a plugin folder (holding methods/ and/or datasets/) to import; repeatable")
+results_option = click.option("--results", "results", default=None, metavar="DIR",
+                              help="results folder (default $BENCH_RESULTS or ./results)")
+max_runs_option = click.option("--max-runs", type=click.IntRange(min=1), default=None, metavar="N",
+                               help="refuse sweeps of more than N runs (default 10000)")
 
 
 def scale_options(func):
-    """--workers / --scheduler / --cluster: run on Dask (see README, Scale-out)."""
+    """--workers / --scheduler / --cluster: run on Dask (see the manual's scale-out page)."""
     func = click.option("--cluster", "cluster_file", default=None, metavar="FILE",
                         help="start workers on SLURM from a dask-jobqueue YAML file (needs bench[slurm])")(func)
     func = click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -118,55 +106,35 @@ def scale_options(func):
     return func
 
 
-def cluster_options(workers: int | None, threads: int | None, scheduler: str | None, cluster_file: str | None):
-    """The scale-out options, or None for the in-process (serial) path."""
-    from bench.distributed import ClusterOptions
-
-    opts = ClusterOptions(workers=workers, threads=threads, scheduler=scheduler, cluster_file=cluster_file)
-    opts.check()
-    return opts if opts.wanted else None
-
-
-results_option = click.option("--results", "results", default=None, metavar="DIR",
-                              help="results folder (default $BENCH_RESULTS or ./results)")
-max_runs_option = click.option("--max-runs", type=click.IntRange(min=1), default=None, metavar="N",
-                               help="refuse sweeps of more than N runs (default 10000)")
-
-
-def check_results_folder(root: Path) -> None:
-    """The results folder must be a folder (or not exist yet) whose path works; nothing is created here."""
-    if "\x00" in str(root):
-        raise BenchError("--results: the path contains a NUL character")
-    if root.exists() and not root.is_dir():
-        raise BenchError(f"--results: {root} is a file, not a folder; pass a folder (it is created if absent)")
-    parent = next((p for p in [root, *root.parents] if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise BenchError(f"--results: {parent} is a file, so {root} cannot be created; pass another folder")
-
-
-def sweep_lock(out: Path, root: Path, sweep: str) -> Any:
-    """The per-sweep lock (acquired); a second invocation of the same sweep is refused."""
-    from filelock import FileLock, Timeout
-
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise BenchError(f"another `bench run` is already running sweep '{sweep}' in {root} "
-                         f"(lock {out / '.lock'}); wait for it or use another --results folder") from None
-    return lock
-
-
 def selection_options(f):
-    """Overrides (KEY=VALUE arguments), --method / --dataset filters and --multirun."""
-    f = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(f)
+    """Assignments (KEY=VALUE arguments), --method / --dataset filters and --multirun."""
+    f = click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")(f)
     f = click.option("--method", "-s", "methods", multiple=True, metavar="PATTERN",
                      help="run only methods whose name or label matches (wildcards; repeatable)")(f)
     f = click.option("--dataset", "-d", "datasets", multiple=True, metavar="PATTERN",
                      help="run only datasets whose name or label matches (wildcards; repeatable)")(f)
     return click.option("--multirun", "-m", is_flag=True,
                         help="comma-separated override values sweep (a grid for method parameters)")(f)
+
+
+def tracking_options(f):
+    """--tracking-uri / --no-mlflow."""
+    f = click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")(f)
+    return click.option("--tracking-uri", default=None, metavar="URI",
+                        help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")(f)
+
+
+def cluster_options(workers: int | None, threads: int | None, scheduler: str | None, cluster_file: str | None):
+    """The scale-out options, checked, or None for the in-process (serial) path."""
+    from bench.cluster import ClusterOptions
+
+    opts = ClusterOptions(workers=workers, threads=threads, scheduler=scheduler, cluster_file=cluster_file)
+    opts.check()
+    return opts if opts.wanted else None
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
 
 
 @main.command()
@@ -176,161 +144,32 @@ def selection_options(f):
 @click.option("--force", is_flag=True, help="rerun runs that already finished")
 @click.option("--dry-run", is_flag=True, help="list the runs (and whether each is done) without running")
 @click.option("--device", default=None, help="override the sweep's device: auto, cpu, cuda, cuda:N")
-@click.option("--tracking-uri", default=None, metavar="URI",
-              help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
-@click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")
+@tracking_options
 @threads_option
 @plugins_option
 @max_runs_option
 @scale_options
-def run(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
+def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
         multirun: bool, results: str | None, force: bool, dry_run: bool, device: str | None,
         tracking_uri: str | None, no_mlflow: bool, threads: int | None, max_runs: int | None,
         workers: int | None, scheduler: str | None, cluster_file: str | None) -> None:
     """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable.
 
     KEY=VALUE arguments override the file (seeds=[0] methods.pgnn_con.epochs=5
-    datasets.synthetic.n=500); see "Command-line overrides" in the README. --workers N runs them
-    on N local Dask worker processes (see "Scale-out" in the README).
+    datasets.synthetic.n=500); see "Command-line overrides" in the manual. --workers N runs them
+    on N local Dask worker processes (see "Scale-out").
     """
-    scale = cluster_options(workers, threads, scheduler, cluster_file)
-    if scale is None:
-        set_threads(threads)
+    from bench.invocation import RunRequest, run_sweep
     from bench.progress import interactive
-    from bench.runner import Runner
-    from bench.sweep import load_sweep
+    from bench.sweep import MAX_RUNS
 
-    root = results_root(results)
-    check_results_folder(root)
-    keep_scratch_inside(root)
-    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
-                       multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
-    if dry_run:
-        dry_run_listing(sweep, Runner(sweep, root, force=force))
-        return
-    # everything that can be checked is checked before anything is written (exit 2 writes nothing)
-    from bench.method import resolve_device
-    from bench.runner import preflight
-
-    resolve_device(sweep.device)
-    uri = None
-    if not no_mlflow:
-        from bench.tracking import check_uri, default_uri
-
-        uri = tracking_uri or default_uri(root)
-        if tracking_uri is not None:
-            check_uri(uri)
-    runner = Runner(sweep, root, force=force, show_progress=interactive(), echo=click.echo)
-    loaded: dict[str, Any] = {}
-    preflight(sweep, runner.pending(), root / "cache", loaded)
-    runner.adopt(loaded)
-    out = root / sweep.name
-    lock = sweep_lock(out, root, sweep.name)
-    starter = None
-    try:
-        if scale is not None and not runner.pending():
-            scale = None  # nothing to run: no cluster to start (the serial runner reports the skips)
-        if scale is not None:  # workers start while the MLflow store is opened and reconciled
-            from bench.distributed import ClusterInBackground
-
-            starter = ClusterInBackground(scale, sweep.device, echo=click.echo, local_directory=dask_dir(root))
-        from bench.records import clean_stale_temporaries, runs_dir
-
-        removed = clean_stale_temporaries(runs_dir(root, sweep.name))
-        if removed:
-            click.echo(f"removed {removed} temporary file(s) left in {runs_dir(root, sweep.name)} by a killed write")
-        tracker = None
-        if uri is not None:
-            tracker = open_tracker(uri, root, sweep.name, sweep.description)
-            runner.use_tracker(tracker)
-        if starter is None:
-            try:
-                summary = runner.run()
-            except KeyboardInterrupt:
-                done = runner.summary
-                click.echo(f"\ninterrupted: {done.ok + done.failed} run(s) of this invocation were recorded "
-                           f"({done.ok} ok, {done.failed} failed) in {out / 'runs'}; the run in progress was not "
-                           f"recorded and will be redone; rerun the same command to resume", err=True)
-                sys.exit(130)
-        else:
-            from bench.distributed import run_distributed
-
-            try:
-                with starter:
-                    summary = run_distributed(sweep, root, starter.client(),
-                                              tracker=runner.tracker if tracker else None,
-                                              tracking_uri=uri if tracker else None,
-                                              force=force, threads=threads or 1, echo=click.echo)
-            except KeyboardInterrupt:
-                click.echo(f"\ninterrupted: the runs finished so far are recorded in {out / 'runs'}; runs in "
-                           "progress were not recorded and will be redone; rerun the same command to resume",
-                           err=True)
-                sys.exit(130)
-        if tracker is not None and tracker.parent_id:
-            publish_to_parent(tracker, sweep, root)
-    finally:
-        if starter is not None:
-            starter.close()
-        lock.release()
-    ran = summary.ok + summary.failed
-    skipped = sum(1 for s in sweep.specs if s.dataset_label in summary.skipped_datasets)
-    click.echo(f"sweep {sweep.name}: {summary.total} runs; {ran} ran now ({summary.ok} ok, {summary.failed} failed), "
-               f"{summary.done_before} already finished, {skipped} skipped; records in {out / 'runs'}")
-    if summary.failed:
-        click.echo(f"{summary.failed} run(s) failed; their reasons are in the records and above; "
-                   "rerunning the sweep retries them", err=True)
-        sys.exit(1)
-
-
-def publish_to_parent(tracker, sweep, root: Path) -> None:  # noqa: ANN001
-    """Attach the sweep file, the report (markdown and LaTeX) and its figures to the invocation's
-    parent run. Best effort: a report or upload problem is one warning line, never a failed sweep."""
-    import tempfile
-
-    from bench.report import build, render
-    from bench.report_figures import all_figures
-
-    keys = {s.key for s in sweep.specs}
-    try:
-        tracker.log_parent_artifact(Path(sweep.path))
-        rep = build(root, [sweep.name], keys)
-        with tempfile.TemporaryDirectory() as tmp:
-            for fmt, ext in (("markdown", "md"), ("latex", "tex")):
-                path = Path(tmp) / f"report.{ext}"
-                path.write_text(render(rep, fmt))
-                tracker.log_parent_artifact(path)
-            for fig in all_figures(root, Path(tmp) / "figures", [sweep.name], keys, formats=("png",)):
-                tracker.log_parent_artifact(fig, "figures")
-    except Exception as exc:  # the runs and their records are done; this is only a convenience copy
-        click.echo(f"warning: could not attach the report to the MLflow parent run: {exc}", err=True)
-
-
-def _max(max_runs: int | None) -> dict[str, int]:
-    return {} if max_runs is None else {"max_runs": max_runs}
-
-
-def open_tracker(uri: str, root: Path, sweep: str, description: str = "") -> Any:
-    """The MLflow tracker of a sweep: store created or checked, then reconciled with the records."""
-    from bench.tracking import MlflowTracker, prepare_store, reconcile
-
-    prepare_store(uri, root, echo=click.echo)
-    tracker = MlflowTracker(uri, sweep, root.resolve() / "mlartifacts")
-    try:
-        tracker.describe_experiment(description)
-    except Exception as exc:  # noqa: BLE001 - a description is tracking: it never stops the sweep
-        click.echo(f"warning: could not describe the MLflow experiment ({type(exc).__name__})")
-    try:
-        counts = reconcile(tracker, root, sweep)
-    except Exception as exc:  # noqa: BLE001 - reconciliation is tracking: it never stops the sweep
-        click.echo(f"warning: could not reconcile MLflow with the records ({type(exc).__name__}: "
-                   f"{one_line(str(exc), 200)})")
-        return tracker
-    if counts["closed_from_record"]:
-        click.echo(f"closed {counts['closed_from_record']} MLflow run(s) from their records "
-                   "(an interrupted invocation had written the record but not closed the run)")
-    if counts["killed"]:
-        click.echo(f"marked {counts['killed']} MLflow run(s) of dead invocations as KILLED")
-    return tracker
+    req = RunRequest(sweep_file=sweep_file, results=results_root(results), assignments=assignments,
+                     methods=methods, datasets=datasets, multirun=multirun, force=force, dry_run=dry_run,
+                     device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow, threads=threads,
+                     max_runs=max_runs or MAX_RUNS, scale=cluster_options(workers, threads, scheduler, cluster_file))
+    code = run_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -408,32 +247,6 @@ def report(sweeps: tuple[str, ...], results: str | None, fmt: str, layout: str, 
         click.echo(text, nl=False)
 
 
-def dry_run_listing(sweep, runner) -> None:
-    """Print each run's state (todo, retry, done, skipped and why) with its resolved parameters."""
-    from bench.records import read_record, record_path
-
-    counts = {"todo": 0, "retry": 0, "done": 0, "skip": 0}
-    for spec in sweep.specs:
-        params = " ".join(f"{k}={v}" for k, v in spec.params.items())
-        if spec.dataset_label in sweep.skipped:
-            state, why = "skip", f"  (dataset {spec.dataset_label}: {sweep.skipped[spec.dataset_label]})"
-        else:
-            rec = read_record(record_path(runner.results, sweep.name, spec.key))
-            if rec is not None and rec.get("status") == "ok" and not runner.force:
-                state, why = "done", ""
-            elif rec is not None and rec.get("status") != "ok":
-                state, why = "retry", f"  (failed before: {str(rec.get('reason', ''))[:120]})"
-            else:
-                state, why = "todo", "  (--force)" if rec is not None else ""
-        counts[state] += 1
-        click.echo(f"{state:5s} {spec.key}  {spec.describe()}{why}")
-        if state != "skip":
-            click.echo(f"      params: {params}")
-    click.echo(f"{counts['todo'] + counts['retry']} of {len(sweep.specs)} runs to do ({counts['retry']} retried "
-               f"after failing), {counts['done']} done, {counts['skip']} skipped (device {sweep.device}); "
-               "nothing was run")
-
-
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @selection_options
@@ -443,14 +256,12 @@ def dry_run_listing(sweep, runner) -> None:
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage URL for many machines (default: a journal file under the results)")
 @click.option("--device", default=None, help="override the sweep's device")
-@click.option("--tracking-uri", default=None, metavar="URI",
-              help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
-@click.option("--no-mlflow", is_flag=True, help="do not log studies and trials to MLflow")
+@tracking_options
 @threads_option
 @plugins_option
 @max_runs_option
 @scale_options
-def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
+def tune(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
          multirun: bool, results: str | None, trials: int, timeout: float | None, storage: str | None,
          device: str | None, tracking_uri: str | None, no_mlflow: bool, threads: int | None,
          max_runs: int | None, workers: int | None, scheduler: str | None, cluster_file: str | None) -> None:
@@ -458,57 +269,17 @@ def tune(sweep_file: str, overrides: tuple[str, ...], methods: tuple[str, ...], 
 
     Best parameters are saved as JSON; reuse them in a run sweep with `params_from: PATH`.
     """
-    import math
-
-    from bench.method import resolve_device
     from bench.progress import interactive
-    from bench.sweep import load_sweep
-    from bench.tune import check_storage
-    from bench.tune import tune as run_tune
+    from bench.sweep import MAX_RUNS
+    from bench.tune import TuneRequest, tune_sweep
 
-    if trials < 1:
-        raise BenchError("--trials must be at least 1")
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise BenchError(f"--timeout must be a positive number of seconds, got {timeout}")
-    scale = cluster_options(workers, threads, scheduler, cluster_file)
-    root = results_root(results)
-    check_results_folder(root)
-    keep_scratch_inside(root)
-    sweep = load_sweep(sweep_file, device=device, cache_root=root / "cache", overrides=overrides,
-                       multirun=multirun, only_methods=methods, only_datasets=datasets, **_max(max_runs))
-    resolve_device(sweep.device)
-    from bench.runner import check_devices
+    req = TuneRequest(sweep_file=sweep_file, results=results_root(results), trials=trials, timeout=timeout,
+                      storage=storage, assignments=assignments, methods=methods, datasets=datasets,
+                      multirun=multirun, device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow,
+                      threads=threads, max_runs=max_runs or MAX_RUNS,
+                      scale=cluster_options(workers, threads, scheduler, cluster_file))
+    tune_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
 
-    check_devices(sweep, sweep.specs)
-    check_storage(storage, root, sweep.name)
-    uri = None
-    if not no_mlflow:
-        from bench.tracking import check_uri, default_uri
-
-        uri = tracking_uri or default_uri(root)
-        if tracking_uri is not None:
-            check_uri(uri)
-    if scale is None:
-        tracker = open_tracker(uri, root, sweep.name, sweep.description) if uri else None
-        set_threads(threads)
-        run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo,
-                 show_progress=interactive(), tracker=tracker)
-        return
-    from bench.distributed import ClusterInBackground, TrialDispatcher
-
-    if storage is None and (scheduler or cluster_file):
-        click.echo(f"note: the studies are a journal file under {root / sweep.name / 'tune'}; workers on other "
-                   "machines need that folder at the same path, or use --storage postgresql://...", err=True)
-    with ClusterInBackground(scale, sweep.device, echo=click.echo, local_directory=dask_dir(root)) as starter:
-        tracker = open_tracker(uri, root, sweep.name, sweep.description) if uri else None
-        dispatcher = TrialDispatcher(starter.client(), sweep, root, storage, threads=threads or 1)
-        run_tune(sweep, root, trials, timeout=timeout, storage=storage, echo=click.echo, tracker=tracker,
-                 dispatcher=dispatcher)
-
-
-def dask_dir(root: Path) -> Path:
-    """Where local Dask workers keep their scratch space: inside the results folder."""
-    return root / "cache" / "dask"
 
 
 @main.command(name="list")
@@ -564,73 +335,16 @@ def info(name: str) -> None:
 @click.option("--wait", "wait_s", default=120.0, show_default=True, help="seconds to wait for the server to answer")
 def ui(results: str | None, host: str, port: int, tracking_uri: str | None, wait_s: float) -> None:
     """Serve the MLflow UI (one worker) and print, per sweep, a link to its runs grouped by method."""
-    import signal
-    import socket
-    import subprocess
-    import time
-    import urllib.request
+    from bench.ui import UiRequest, serve
 
-    from bench.tracking import default_uri, grouped_view
-
-    root = results_root(results)
-    uri = tracking_uri or default_uri(root)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise BenchError(f"no MLflow store at {uri}; run a sweep first or pass --tracking-uri")
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    views = []
-    for exp in client.search_experiments():
-        if client.search_runs([exp.experiment_id], max_results=1):
-            views.append((exp.name, exp.experiment_id, grouped_view(client, exp.experiment_id)))
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
-           "--workers", "1"]
-    proc = subprocess.Popen(cmd)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the server
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
-    base = f"http://{shown}:{port}"
-    deadline = time.monotonic() + wait_s
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"the MLflow server exited with code {proc.returncode} before answering; "
-                                 f"its messages are above")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"the MLflow server did not answer on {base} within {wait_s:.0f} s; "
-                                 "raise --wait on a loaded machine")
-            time.sleep(0.5)
-        click.echo(f"MLflow UI ready on {base} (Ctrl-C stops it)")
-        for name, exp_id, key in views:
-            click.echo(f"  {name}: {base}/#/experiments/{exp_id}/runs?viewStateShareKey={key}")
-        if host in ("0.0.0.0", "::"):
-            click.echo("  listening on every interface: anyone who reaches this port sees the runs", err=True)
-        sys.stdout.flush()
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    code = serve(UiRequest(results_root(results), host, port, tracking_uri, wait_s), echo=click.echo, warn=_echo_err)
+    sys.exit(code)
 
 
-try:  # the data commands live in their own module
-    from bench.cli_data import data as _data_group
-except ImportError:  # pragma: no cover - during development only
-    _data_group = None
-if _data_group is not None:
-    main.add_command(_data_group)
+def _add_subcommands() -> None:
+    from bench.cli_data import data
+
+    main.add_command(data)
+
+
+_add_subcommands()

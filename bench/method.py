@@ -51,7 +51,7 @@ class Method:
 
     def check_device(self, device: torch.device) -> None:
         """Raise ConfigError when these parameters cannot run on `device`. `bench run` and `bench tune`
-        call it before anything is written (`bench.runner.check_devices`); default: any device will do."""
+        call it before anything is written (`bench.preflight.check_devices`); default: any device will do."""
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

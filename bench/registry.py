@@ -375,3 +375,10 @@ def get_dataset(name: str) -> type[Dataset]:
 def match(names: list[str], pattern: str) -> list[str]:
     """Names matching a shell-style wildcard pattern."""
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+def user_plugin_roots() -> tuple[str, ...]:
+    """The plugin roots (folders holding methods/ and/or datasets/) this process has imported, built-ins
+    included, so that a Dask worker can import the same ones (each is imported once per process)."""
+    load_plugins()
+    return tuple(sorted({str(Path(folder).parent) for folder in _ROOTS_DONE}))

@@ -13,7 +13,7 @@ import torch
 from bench.method import FitContext
 from bench.params import build
 from bench.registry import get_dataset, get_method, load_plugins
-from bench.runner import training_data
+from bench.run import training_data
 from bench.splits import MissingSpec, SplitSpec, compute_split, missing_mask
 
 load_plugins()

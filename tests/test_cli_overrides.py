@@ -38,7 +38,7 @@ def _sweep(tmp_path, methods="[coretest_counting, coretest_layered, coretest_lay
 # --- the override grammar: what each token does ---------------------------------------------
 
 def test_a_top_level_override_replaces_the_seeds(tmp_path):
-    sweep = load_sweep(_sweep(tmp_path), overrides=["seeds=[0]"])
+    sweep = load_sweep(_sweep(tmp_path), assignments=["seeds=[0]"])
     assert {s.seed for s in sweep.specs} == {0}
     assert len(sweep.specs) == 2 * 3
 
@@ -46,7 +46,7 @@ def test_a_top_level_override_replaces_the_seeds(tmp_path):
 def test_a_method_override_sets_the_parameter_and_changes_the_run_key(tmp_path):
     path = _sweep(tmp_path)
     before = {(s.dataset_label, s.method, s.seed): s for s in load_sweep(path).specs}
-    after = load_sweep(path, overrides=["methods.coretest_counting.dim=7"]).specs
+    after = load_sweep(path, assignments=["methods.coretest_counting.dim=7"]).specs
     for s in after:
         old = before[(s.dataset_label, s.method, s.seed)]
         if s.method == "coretest_counting":
@@ -57,7 +57,7 @@ def test_a_method_override_sets_the_parameter_and_changes_the_run_key(tmp_path):
 
 
 def test_a_family_override_reaches_its_variants_but_not_where_a_variant_fixes_it(tmp_path):
-    specs = load_sweep(_sweep(tmp_path), overrides=["methods.coretest_layered.fixed_by_variant=9",
+    specs = load_sweep(_sweep(tmp_path), assignments=["methods.coretest_layered.fixed_by_variant=9",
                                                     "methods.coretest_layered.from_sweep=5"]).specs
     by_method = {s.method: s.params for s in specs}
     assert by_method["coretest_layered"]["fixed_by_variant"] == 9
@@ -66,31 +66,31 @@ def test_a_family_override_reaches_its_variants_but_not_where_a_variant_fixes_it
 
 
 def test_a_dataset_override_selects_by_label_and_sets_a_dataset_parameter(tmp_path):
-    specs = load_sweep(_sweep(tmp_path), overrides=["datasets.other.n=300"]).specs
+    specs = load_sweep(_sweep(tmp_path), assignments=["datasets.other.n=300"]).specs
     ns = {s.dataset_label: s.dataset_params["n"] for s in specs}
     assert ns == {"synthetic": 240, "other": 300}
 
 
 def test_a_dataset_override_can_reach_an_entry_key(tmp_path):
-    specs = load_sweep(_sweep(tmp_path), overrides=["datasets.other.split.val=0.3"]).specs
+    specs = load_sweep(_sweep(tmp_path), assignments=["datasets.other.split.val=0.3"]).specs
     vals = {s.dataset_label: s.split["val"] for s in specs}
     assert vals["other"] == 0.3 and vals["synthetic"] != 0.3
 
 
 def test_a_dataset_selector_by_name_reaches_every_entry_of_that_dataset(tmp_path):
-    specs = load_sweep(_sweep(tmp_path), overrides=["datasets.synthetic.split.val=0.3"]).specs
+    specs = load_sweep(_sweep(tmp_path), assignments=["datasets.synthetic.split.val=0.3"]).specs
     assert {s.split["val"] for s in specs} == {0.3}
 
 
 def test_an_override_replaces_a_grid_over_the_same_parameter(tmp_path):
     path = _sweep(tmp_path, methods="[{name: coretest_counting, grid: {dim: [2, 3]}}]")
-    specs = load_sweep(path, overrides=["methods.coretest_counting.dim=5"]).specs
+    specs = load_sweep(path, assignments=["methods.coretest_counting.dim=5"]).specs
     assert {s.params["dim"] for s in specs} == {5} and len(specs) == 4
 
 
 def test_multirun_turns_comma_values_into_a_grid_and_a_seed_list(tmp_path):
     specs = load_sweep(_sweep(tmp_path, methods="[coretest_counting]"), multirun=True,
-                       overrides=["methods.coretest_counting.dim=2,3,5", "seeds=0,1,2"]).specs
+                       assignments=["methods.coretest_counting.dim=2,3,5", "seeds=0,1,2"]).specs
     combos = {(s.dataset_label, s.params["dim"], s.seed) for s in specs}
     assert len(specs) == len(combos) == 2 * 3 * 3
     assert {s.params["dim"] for s in specs} == {2, 3, 5}
@@ -98,7 +98,7 @@ def test_multirun_turns_comma_values_into_a_grid_and_a_seed_list(tmp_path):
 
 def test_without_multirun_a_comma_value_is_a_single_yaml_value(tmp_path):
     with pytest.raises(Exception, match="expected an integer"):
-        load_sweep(_sweep(tmp_path, methods="[coretest_counting]"), overrides=["methods.coretest_counting.dim=2,3"])
+        load_sweep(_sweep(tmp_path, methods="[coretest_counting]"), assignments=["methods.coretest_counting.dim=2,3"])
 
 
 # --- the override grammar: errors are one line, exit 2, nothing written ------------------------
@@ -111,7 +111,7 @@ BAD_OVERRIDES = {
     "unknown parameter": ("methods.coretest_counting.dimm=3", "has no parameter 'dimm' (did you mean dim"),
     "bad value type": ("methods.coretest_counting.dim=abc", "expected an integer"),
     "out of range": ("methods.coretest_counting.dim=0", "below the minimum"),
-    "broken yaml value": ("seeds=[0", "not valid YAML"),
+    "broken yaml value": ("seeds=[0", "invalid YAML"),
     "empty value": ("seeds=", "empty value"),
     "fixed by the named variant": ("methods.coretest_layered/pinned.fixed_by_variant=3", "fixes fixed_by_variant"),
     "unknown dataset selector": ("datasets.nope.n=3", "no entry of datasets is named 'nope'"),

@@ -101,7 +101,7 @@ def test_after_the_rerun_every_run_has_exactly_one_parseable_record(killed_then_
 def test_the_next_invocation_marks_the_killed_mlflow_runs_killed(killed_then_rerun):
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import default_uri
+    from bench.store import default_uri
 
     assert "as KILLED" in killed_then_rerun["rerun"].output
     client = MlflowClient(tracking_uri=default_uri(killed_then_rerun["results"]))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import TINY_SYNTHETIC, Projection, write_sweep
 
+from bench.invocation import execute_sweep
 from bench.params import spec
 from bench.records import iter_records, read_record, record_path, runs_dir, write_record
 from bench.registry import register_method
-from bench.runner import Runner
 from bench.sweep import load_sweep
 
 
@@ -27,7 +27,7 @@ def _sweep_file(tmp_path, methods="[coretest_counting]", seeds="[0, 1]", name="s
 
 def _run(path, results, force=False):
     sweep = load_sweep(path)
-    return sweep, Runner(sweep, results, force=force, echo=lambda line: None).run()
+    return sweep, execute_sweep(sweep, results, force=force, echo=lambda line: None)
 
 
 def _records(results, sweep="s"):

@@ -7,10 +7,11 @@ import json
 import pytest
 from conftest import TINY_SYNTHETIC, write_sweep
 
+from bench.invocation import execute_sweep
 from bench.records import iter_records
-from bench.runner import Runner
+from bench.store import default_uri
 from bench.sweep import load_sweep
-from bench.tracking import MlflowTracker, default_uri, flatten
+from bench.tracking import MlflowTracker, flatten
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tracked(mlflow_results, tmp_path_factory):
     """)
     sweep = load_sweep(path)
     tracker = MlflowTracker(default_uri(mlflow_results), sweep.name, mlflow_results / "mlartifacts")
-    Runner(sweep, mlflow_results, tracker=tracker, echo=lambda line: None).run()
+    execute_sweep(sweep, mlflow_results, tracker=tracker, echo=lambda line: None)
     client = tracker.client
     exp = client.get_experiment_by_name("tracked")
     runs = client.search_runs([exp.experiment_id], max_results=100)
@@ -144,7 +145,7 @@ def test_a_failed_child_carries_its_reason_as_a_tag(mlflow_results, tmp_path, fa
     """)
     sweep = load_sweep(path)
     tracker = MlflowTracker(default_uri(mlflow_results), sweep.name, mlflow_results / "mlartifacts")
-    Runner(sweep, mlflow_results, tracker=tracker, echo=lambda line: None).run()
+    execute_sweep(sweep, mlflow_results, tracker=tracker, echo=lambda line: None)
     exp = tracker.client.get_experiment_by_name("failtag")
     runs = {r.data.tags.get("seed"): r for r in tracker.client.search_runs([exp.experiment_id])
             if r.data.tags.get("bench.role") == "run"}

@@ -12,10 +12,10 @@ from conftest import TINY_SYNTHETIC, write_sweep
 from bench.cli import main
 from bench.method import resolve_device
 from bench.registry import get_method
-from bench.runner import load_dataset
+from bench.run import load_dataset
 from bench.splits import SplitSpec, get_split
+from bench.study import best_params_path, make_objective
 from bench.sweep import load_sweep
-from bench.tune import best_params_path, make_objective
 
 
 def _invoke(*args):
@@ -95,7 +95,7 @@ def test_a_second_invocation_adds_new_distinct_trials_and_stays_reproducible(tmp
 
 
 def test_workers_on_one_study_get_distinct_sampler_seeds():
-    from bench.tune import sampler_seed
+    from bench.study import sampler_seed
 
     seeds = {sampler_seed(0, before, worker) for before in (0, 5) for worker in (0, 1, 2)}
     assert len(seeds) == 6
@@ -156,7 +156,8 @@ def test_search_spaces_suggest_only_known_parameters(method):
 
 
 def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_pointed_to(tmp_path, mlflow_results):
-    from bench.tracking import MlflowTracker, default_uri
+    from bench.store import default_uri
+    from bench.tracking import MlflowTracker
 
     sweep = write_sweep(tmp_path, f"""
         name: tracked_tune

@@ -16,18 +16,14 @@ from click.testing import CliRunner
 from conftest import FIXTURE_ROOT, TINY_SYNTHETIC, files_under, write_sweep
 
 from bench.cli import main
-from bench.distributed import (
-    RetryingTracker,
-    WorkerContext,
-    load_cluster_file,
-    run_task,
-    shares,
-    worker_tracking_uri,
-)
+from bench.cluster import load_cluster_file
 from bench.errors import BenchError
+from bench.invocation import execute_sweep
 from bench.records import iter_records, read_record, record_path, runs_dir
-from bench.runner import Runner
+from bench.study import shares
 from bench.sweep import load_sweep
+from bench.tasks import RunContext, run_task, worker_tracking_uri
+from bench.tracking import RetryingTracker
 
 BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]
 
@@ -39,7 +35,7 @@ def _by_key(results: Path, sweep: str) -> dict[str, dict]:
 def _mlflow_children(results: Path, experiment: str) -> list:
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import default_uri
+    from bench.store import default_uri
 
     client = MlflowClient(tracking_uri=default_uri(results))
     exp = client.get_experiment_by_name(experiment)
@@ -61,7 +57,7 @@ def test_two_workers_write_the_same_records_as_a_serial_run(tmp_path):
           - {{name: pgnn_con/no_gan, params: {{epochs: 2, D: 16}}}}
     """)
     serial, scaled = tmp_path / "serial", tmp_path / "scaled"
-    Runner(load_sweep(path, cache_root=serial / "cache"), serial).run()
+    execute_sweep(load_sweep(path, cache_root=serial / "cache"), serial)
     out = CliRunner().invoke(main, ["run", str(path), "--results", str(scaled), "--workers", "2"])
     assert out.exit_code == 0, out.output
     assert "[4/4 done, 0 running, 0 failed]" in out.output
@@ -143,7 +139,7 @@ def test_kill_9_of_a_worker_mid_sweep_loses_nothing(tmp_path):
 def test_tune_with_two_workers_runs_distinct_trials_on_one_study(tmp_path):
     import optuna
 
-    from bench.tune import best_params_path, storage_for
+    from bench.study import best_params_path, storage_for
 
     path = write_sweep(tmp_path, f"""
         name: ptune
@@ -167,9 +163,8 @@ def test_tune_with_two_workers_runs_distinct_trials_on_one_study(tmp_path):
 # ----------------------------------------------------------------------------- pieces (fast, in process)
 
 
-def _ctx(sweep, results: Path, force: bool = False, started: str = "2000-01-01T00:00:00+00:00") -> WorkerContext:
-    return WorkerContext(sweep=sweep, results=str(results), tracking_uri=None, parent_run_id=None, force=force,
-                         invocation_started=started, plugin_roots=())
+def _ctx(sweep, results: Path, force: bool = False, started: str = "2000-01-01T00:00:00+00:00") -> RunContext:
+    return RunContext(sweep=sweep.name, results=str(results), device=sweep.device, started=started, force=force)
 
 
 def test_a_retried_task_returns_the_existing_record_instead_of_training_again(tmp_path, counting, monkeypatch):
@@ -224,7 +219,7 @@ gpus_per_job: 1
     ("slurm: {cores: 2, memory: 4GB}\njob: 2", "unknown key(s) ['job']"),
     ("slurm: {cores: 2, memory: 4GB}\njobs: 0", "jobs must be an integer >= 1"),
     ("- cores: 2", "expected a mapping with a 'slurm:' mapping"),
-    ("slurm: [unclosed", "not valid YAML"),
+    ("slurm: [unclosed", "invalid YAML"),
 ])
 def test_bad_slurm_cluster_files_name_the_problem(tmp_path, text, needle):
     with pytest.raises(BenchError, match=None) as err:
@@ -292,12 +287,11 @@ def test_workers_open_the_sqlite_store_with_a_busy_timeout():
 
 
 def test_a_worker_loads_and_splits_a_dataset_once_for_all_its_runs(tmp_path, counting, monkeypatch):
-    import bench.runner
-    import bench.splits
+    import bench.tasks
 
     monkeypatch.setenv("BENCH_PLUGIN_PATH", "")
     calls = {"load": 0, "split": 0}
-    real_load, real_split = bench.runner.load_dataset, bench.splits.get_split
+    real_load, real_split = bench.tasks.load_dataset, bench.tasks.get_split
 
     def load(*a, **k):
         calls["load"] += 1
@@ -307,8 +301,8 @@ def test_a_worker_loads_and_splits_a_dataset_once_for_all_its_runs(tmp_path, cou
         calls["split"] += 1
         return real_split(*a, **k)
 
-    monkeypatch.setattr(bench.runner, "load_dataset", load)
-    monkeypatch.setattr(bench.splits, "get_split", split)
+    monkeypatch.setattr(bench.tasks, "load_dataset", load)
+    monkeypatch.setattr(bench.tasks, "get_split", split)
     path = write_sweep(tmp_path, f"""
         name: once
         seeds: [0, 1, 2]
@@ -329,8 +323,8 @@ def test_a_worker_loads_and_splits_a_dataset_once_for_all_its_runs(tmp_path, cou
 
 def _hammer(uri: str, n_runs: int) -> list[str]:
     """One writer process: open the store as a worker does and log runs, metrics and params fast."""
-    from bench.distributed import RetryingTracker, worker_tracking_uri
-    from bench.tracking import MlflowTracker
+    from bench.tasks import worker_tracking_uri
+    from bench.tracking import MlflowTracker, RetryingTracker
 
     tracker = RetryingTracker(MlflowTracker(worker_tracking_uri(uri), "hammer"))
     ids = []
@@ -350,7 +344,8 @@ def test_the_embedded_sqlite_store_survives_four_concurrent_writers(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import MlflowTracker, default_uri
+    from bench.store import default_uri
+    from bench.tracking import MlflowTracker
 
     results = tmp_path / "results"
     results.mkdir()
@@ -370,11 +365,11 @@ def test_the_embedded_sqlite_store_survives_four_concurrent_writers(tmp_path):
 _FAULTS = """
 import os, resource, sys
 import numpy as np
-from bench.distributed import relax_malloc_trim
+from bench.malloc import relax_malloc_trim
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(40):  # 40 x 4 MiB: mmapped each time under a small fixed threshold
-        a = np.ones(1 << 19); del a
+    for _ in range(40):  # 40 x 1 MiB: mmapped each time under a small fixed threshold (under 2 MiB, so
+        a = np.ones(1 << 17); del a  # transparent huge pages cannot serve it with a single fault)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 faults()
 print(faults(), relax_malloc_trim(), faults())
@@ -388,7 +383,7 @@ def test_a_small_malloc_trim_threshold_from_dask_is_undone_in_the_worker_process
     out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
     before, changed, after = out.stdout.split()
     assert changed == "True"
-    assert int(before) > 40 * 512  # each 4 MiB array faulted its 1024 pages in again
+    assert int(before) > 40 * 128  # each 1 MiB array faulted its 256 pages in again
     assert int(after) < int(before) / 20  # reused from the heap: no new pages
     env["BENCH_MALLOC_TRIM"] = "keep"
     out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
@@ -397,7 +392,7 @@ def test_a_small_malloc_trim_threshold_from_dask_is_undone_in_the_worker_process
 
 @pytest.mark.slow
 def test_local_workers_do_not_inherit_dasks_malloc_trim_threshold(monkeypatch):
-    from bench.distributed import ClusterOptions, open_client
+    from bench.cluster import ClusterOptions, open_client
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with open_client(ClusterOptions(workers=1), "cpu", echo=lambda _l: None) as client:
@@ -424,11 +419,11 @@ def test_local_workers_and_torch_keep_their_scratch_space_inside_the_results_fol
 
 
 def test_the_cluster_starts_while_the_mlflow_store_is_opened(tmp_path, monkeypatch):
-    import bench.cli as cli
-    import bench.distributed as dist
+    import bench.cluster as cluster
+    import bench.invocation as invocation
 
     events: list[tuple[str, float]] = []
-    real_open_tracker = cli.open_tracker
+    real_open_tracker = invocation.open_tracker
 
     def slow_open_tracker(*args, **kwargs):
         events.append(("tracker begins", time.monotonic()))
@@ -441,8 +436,8 @@ def test_the_cluster_starts_while_the_mlflow_store_is_opened(tmp_path, monkeypat
         events.append(("cluster begins", time.monotonic()))
         raise BenchError("no cluster in this test")
 
-    monkeypatch.setattr(cli, "open_tracker", slow_open_tracker)
-    monkeypatch.setattr(dist, "start_client", fake_start)
+    monkeypatch.setattr(invocation, "open_tracker", slow_open_tracker)
+    monkeypatch.setattr(cluster, "start_client", fake_start)
     path = write_sweep(tmp_path, f"""
         name: overlap
         seeds: [0]

@@ -52,7 +52,7 @@ def sweep_file(folder: Path, name: str = "hard", seeds: str = "[0, 1]", method: 
 def mlflow_runs(results: Path, experiment: str, uri: str | None = None) -> list:
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import default_uri
+    from bench.store import default_uri
 
     client = MlflowClient(tracking_uri=uri or default_uri(results))
     exp = client.get_experiment_by_name(experiment)
@@ -62,7 +62,7 @@ def mlflow_runs(results: Path, experiment: str, uri: str | None = None) -> list:
 def test_a_kill_during_store_creation_leaves_no_broken_store(tmp_path):
     results = tmp_path / "results"
     path = sweep_file(tmp_path)
-    killed = bench_process("import bench.tracking as t\n"
+    killed = bench_process("import bench.store as t\n"
                            "orig = t._create_store\n"
                            "def create(uri, results):\n    orig(uri, results)\n    die()\n"
                            "t._create_store = create\n", ["run", str(path), "--results", str(results)])
@@ -134,7 +134,7 @@ def test_a_killed_tune_trial_is_failed_on_resume(tmp_path):
         datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
         methods: [label_regression]
     """)
-    killed = bench_process("import bench.runner as r\nr.execute = lambda *a, **k: die()\n",
+    killed = bench_process("import bench.run as r\nr.execute = lambda *a, **k: die()\n",
                            ["tune", str(path), "--results", str(results), "--trials", "1"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     journal = results / "tunekill" / "tune" / "optuna.journal"
@@ -180,7 +180,7 @@ def test_a_second_invocation_sharing_the_store_does_not_kill_the_first_ones_live
     while not Path(f"{marker}.seed0").exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert first.poll() is None
-    from bench.cli import open_tracker
+    from bench.store import open_tracker
 
     open_tracker(uri, tmp_path / "b", "shared")  # what a real second invocation does before it runs
     live = [r.info.status for r in mlflow_runs(tmp_path, "shared", uri)]

@@ -136,7 +136,7 @@ def test_a_study_on_postgresql_from_two_workers_is_read_back(postgres, tmp_path)
     import optuna
 
     from bench.cli import main
-    from bench.tune import best_params_path
+    from bench.study import best_params_path
 
     host, port, user = postgres
     url = f"postgresql://{user}@{host}:{port}/optuna"

@@ -254,7 +254,7 @@ class ArtifactMethod(Projection, Method):
 
 
 def test_an_artifact_logged_in_fit_reaches_the_record(tmp_path):
-    from bench.runner import Runner
+    from bench.invocation import execute_sweep
     from bench.sweep import load_sweep
 
     sweep = load_sweep(write_sweep(tmp_path, f"""
@@ -262,7 +262,7 @@ def test_an_artifact_logged_in_fit_reaches_the_record(tmp_path):
         datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
         methods: [coretest_artifact]
     """))
-    Runner(sweep, tmp_path / "r", echo=lambda line: None).run()
+    execute_sweep(sweep, tmp_path / "r", echo=lambda line: None)
     rec = read_record(record_path(tmp_path / "r", "art", sweep.specs[0].key))
     art = rec["artifacts"]["label_adjacency"]
     assert art["shape"] == [6, 6] and len(art["axis_labels"]) == 6

@@ -15,9 +15,11 @@ import time
 import pytest
 from conftest import TINY_SYNTHETIC, write_sweep
 
-from bench.runner import Runner
+from bench.invocation import execute_sweep
+from bench.store import default_uri
 from bench.sweep import load_sweep
-from bench.tracking import SHARED_VIEW_KEY, MlflowTracker, default_uri
+from bench.tracking import MlflowTracker
+from bench.ui import SHARED_VIEW_KEY
 
 
 def _free_port() -> int:
@@ -37,7 +39,7 @@ def finished(tmp_path_factory):
     """))
     results = folder / "results"
     tracker = MlflowTracker(default_uri(results), sweep.name, results / "mlartifacts")
-    Runner(sweep, results, tracker=tracker, echo=lambda line: None).run()
+    execute_sweep(sweep, results, tracker=tracker, echo=lambda line: None)
     return results
 
 

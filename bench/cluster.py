@@ -1,0 +1,324 @@
+"""Getting Dask workers: a LocalCluster of N processes, a running scheduler, or SLURM jobs.
+
+`ClusterOptions` is what the command line asked for; `start_client` (or `ClusterInBackground`,
+which starts it while the caller opens the MLflow store) returns a connected client. Local
+workers are forked from a server that imported torch and bench once, keep their scratch space
+under the results folder, and are stopped with a short grace period.
+
+GPUs: with a CUDA device wanted, every task asks for the worker resource `GPU=1`, so a worker
+that owns one GPU trains one run at a time (see `bench.tasks.worker_device` for which GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError, ConfigError
+from bench.readers import read_yaml
+
+
+@dataclasses.dataclass
+class ClusterOptions:
+    """How to get workers: a LocalCluster of `workers`, an existing scheduler, or a SLURM config file."""
+
+    workers: int | None = None
+    threads: int | None = None
+    scheduler: str | None = None
+    cluster_file: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """True when any scale-out option was given."""
+        return bool(self.workers or self.scheduler or self.cluster_file)
+
+    def check(self) -> None:
+        """One scale-out source at a time."""
+        given = [n for n, v in (("--workers", self.workers), ("--scheduler", self.scheduler),
+                                ("--cluster", self.cluster_file)) if v]
+        if len(given) > 1 and not (given == ["--workers", "--cluster"]):
+            raise BenchError(f"{' and '.join(given)} exclude each other: --workers N starts a local cluster, "
+                             "--scheduler ADDRESS uses a running one, --cluster FILE starts one on SLURM "
+                             "(with --workers N jobs)")
+        if self.workers is not None and self.workers < 1:
+            raise BenchError("--workers must be at least 1")
+        if self.cluster_file:
+            load_cluster_file(self.cluster_file)  # a bad file is reported before anything is written
+
+
+SLURM_KEYS = {"cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
+              "job_script_prologue", "worker_extra_args", "local_directory", "log_directory", "interface",
+              "python", "job_directives_skip", "name", "shebang", "job_cpu", "job_mem", "death_timeout"}
+SLURM_TOP = {"slurm", "jobs", "gpus_per_job"}
+
+
+def load_cluster_file(path: str | Path) -> dict[str, Any]:
+    """Parse and check a `--cluster` YAML file for dask-jobqueue's SLURMCluster (nothing is started).
+
+    Layout::
+
+        slurm:                     # keyword arguments of dask_jobqueue.SLURMCluster
+          cores: 8
+          memory: 32GB
+          queue: gpu
+          walltime: "04:00:00"
+          job_extra_directives: ["--gres=gpu:1"]
+        jobs: 4                    # SLURM jobs to start (each runs `processes` workers; default 1)
+        gpus_per_job: 1            # advertise GPU=<n> resources per worker (needs --gres above)
+
+    Returns {"slurm": kwargs, "jobs": int, "gpus_per_job": int}.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BenchError(f"--cluster {path}: no such file; write a YAML file with a 'slurm:' mapping "
+                         "(see the scale-out page of the manual)")
+    try:
+        raw = read_yaml(path, "cluster file")  # the same strict reader as sweep files
+    except ConfigError as exc:
+        raise ConfigError(f"--cluster {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("slurm"), dict):
+        raise BenchError(f"--cluster {path}: expected a mapping with a 'slurm:' mapping of SLURMCluster "
+                         "arguments (cores, memory, queue, walltime, ...)")
+    unknown = sorted(set(raw) - SLURM_TOP)
+    if unknown:
+        raise BenchError(f"--cluster {path}: unknown key(s) {unknown}; allowed: {sorted(SLURM_TOP)}")
+    kwargs = dict(raw["slurm"])
+    bad = sorted(set(kwargs) - SLURM_KEYS)
+    if bad:
+        raise BenchError(f"--cluster {path}: slurm.{bad[0]} is not a SLURMCluster argument bench passes on; "
+                         f"allowed: {', '.join(sorted(SLURM_KEYS))}")
+    for key in ("cores", "memory"):
+        if key not in kwargs:
+            raise BenchError(f"--cluster {path}: slurm.{key} is required by SLURMCluster (e.g. cores: 8, "
+                             "memory: 32GB)")
+    if not isinstance(kwargs["cores"], int) or isinstance(kwargs["cores"], bool) or kwargs["cores"] < 1:
+        raise BenchError(f"--cluster {path}: slurm.cores must be a positive integer, got {kwargs['cores']!r}")
+    out: dict[str, Any] = {"slurm": kwargs}
+    for key, default in (("jobs", 1), ("gpus_per_job", 0)):
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "jobs" else 0):
+            raise BenchError(f"--cluster {path}: {key} must be an integer >= {1 if key == 'jobs' else 0}, "
+                             f"got {value!r}")
+        out[key] = value
+    if out["gpus_per_job"]:
+        extra = list(kwargs.get("worker_extra_args") or [])
+        extra += ["--resources", f"GPU={out['gpus_per_job']}"]
+        kwargs["worker_extra_args"] = extra
+    return out
+
+
+def wants_gpu(device: str) -> bool:
+    """Whether the runs of a sweep with this device should hold a `GPU` worker resource."""
+    if device.startswith("cuda"):
+        return True
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def start_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] = print,
+                 local_directory: str | Path | None = None) -> tuple[Any, Any]:
+    """A connected `distributed.Client` for the options, and the cluster it started (None for
+    --scheduler). Local workers keep their scratch space in `local_directory` (bench passes
+    `<results>/cache/dask`, so nothing is written outside the results folder)."""
+    from distributed import Client
+
+    opts.check()
+    cluster = None
+    if opts.scheduler:
+        try:
+            client = Client(opts.scheduler, timeout="10s")
+        except OSError as exc:
+            raise BenchError(f"--scheduler {opts.scheduler}: cannot connect ({exc}); start one with "
+                             "`dask scheduler` and `dask worker ADDRESS`") from None
+    elif opts.cluster_file:
+        cfg = load_cluster_file(opts.cluster_file)
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise BenchError("--cluster needs dask-jobqueue: pip install 'bench[slurm]'") from None
+        cluster = SLURMCluster(**cfg["slurm"])
+        cluster.scale(jobs=opts.workers or cfg["jobs"])
+        client = Client(cluster)
+        echo(f"SLURM cluster: {opts.workers or cfg['jobs']} job(s) requested; dashboard {cluster.dashboard_link}")
+    else:
+        cluster, client = _local_cluster(opts, device, local_directory)
+    return client, cluster
+
+
+def _local_cluster(opts: ClusterOptions, device: str, local_directory: str | Path | None) -> tuple[Any, Any]:
+    """A LocalCluster of `opts.workers` single-threaded worker processes (one GPU resource each when
+    runs want a GPU) and its client."""
+    import logging
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    threads = opts.threads or 1
+    gpus = 0
+    if wants_gpu(device):
+        import torch
+
+        gpus = torch.cuda.device_count()
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    _use_forkserver()
+    # Dask's statistical profiler samples the worker's stacks every 10 ms: measurable CPU on a
+    # training loop, and nobody reads it here. Dask also starts workers with
+    # MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold at 128 KiB: every tensor
+    # above it is a fresh mmap and page faults, and a CPU run took 1.5x as long as in the bench
+    # process (benchmarks/sweep_scaling.py). Unset it: workers get glibc's defaults, like serial.
+    dask.config.set({"distributed.worker.profile.enabled": False,
+                     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    if local_directory is not None:  # the scheduler's and every worker's scratch space
+        Path(local_directory).mkdir(parents=True, exist_ok=True)
+        dask.config.set({"temporary-directory": str(Path(local_directory).resolve())})
+    cluster = LocalCluster(n_workers=opts.workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR,
+                           resources={"GPU": 1} if gpus else None, env=env)
+    try:
+        return cluster, Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def stop_client(client: Any, cluster: Any) -> None:
+    """Close a client from `start_client` and the cluster it started."""
+    from distributed import LocalCluster
+
+    try:
+        client.close()
+    finally:
+        if cluster is not None:
+            if isinstance(cluster, LocalCluster):
+                _stop_workers_fast(cluster)
+            cluster.close()
+
+
+@contextlib.contextmanager
+def open_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] = print,
+                local_directory: str | Path | None = None) -> Iterator[Any]:
+    """A connected `distributed.Client` for the options; a cluster it started is closed on exit."""
+    client, cluster = start_client(opts, device, echo, local_directory)
+    try:
+        yield client
+    finally:
+        stop_client(client, cluster)
+
+
+class ClusterInBackground:
+    """Starts the cluster in a thread while the caller goes on with its own set-up.
+
+    Starting local workers (a fork server importing torch, then the processes) takes about 2 s, and
+    opening the MLflow store and reconciling it with the records about as long: `bench run` and
+    `bench tune` do both at once. `client()` waits for the cluster (and raises what starting it
+    raised); `close()` waits for a start still under way and stops whatever was started.
+    """
+
+    def __init__(self, opts: ClusterOptions, device: str, echo: Callable[[str], None] = print,
+                 local_directory: str | Path | None = None) -> None:
+        self._out: tuple[Any, Any] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+
+        def start() -> None:
+            try:
+                self._out = start_client(opts, device, echo, local_directory)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller in client()
+                self._error = exc
+
+        self._thread = threading.Thread(target=start, name="bench-cluster-start", daemon=True)
+        self._thread.start()
+
+    def client(self) -> Any:
+        """The connected client, once the cluster is up."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        return self._out[0]
+
+    def close(self) -> None:
+        """Stop what was started (waiting for a start under way first); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._thread.join()
+        if self._out is not None:
+            stop_client(*self._out)
+
+    def __enter__(self) -> ClusterInBackground:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+PRELOAD = ["distributed", "torch", "torch._dynamo", "torch.optim", "bench.tasks"]
+
+
+def _use_forkserver() -> None:
+    """Start local workers by forking a server that imported torch and bench once.
+
+    With the default `spawn`, every worker process imports torch (and torch._dynamo, which the
+    first optimizer pulls in) by itself: seconds of CPU per worker, and a worker that imported
+    torch takes the nanny's full 4 s timeout to exit. A fork server pays the imports once, starts
+    from a clean process (no client threads, MLflow connections or CUDA state are inherited) and
+    its children exit at once. Where `forkserver` does not exist (Windows), spawn is kept.
+    """
+    import multiprocessing
+
+    import dask
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})  # restarts use it too
+    from distributed.utils import get_mp_context
+
+    get_mp_context().set_forkserver_preload(PRELOAD)  # modules failing to import are skipped
+
+
+def _stop_workers_fast(cluster: Any, grace_s: float = 1.0) -> None:
+    """Stop local worker processes with a short grace period (a worker that imported torch takes the
+    nanny's full 4 s timeout to exit by itself; records are already written, nothing is lost)."""
+    import asyncio
+
+    async def stop(nannies: list[Any]) -> None:
+        await asyncio.gather(*(n.close(timeout=grace_s) for n in nannies if hasattr(n, "close")),
+                             return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        cluster.sync(stop, list(cluster.workers.values()))
+
+
+def task_resources(client: Any, device: str) -> dict[str, int] | None:
+    """{'GPU': 1} when runs want a GPU and the workers advertise GPU resources; None otherwise."""
+    if not device.startswith("cuda") and device != "auto":
+        return None
+    if any(w.get("resources", {}).get("GPU") for w in workers(client).values()):
+        return {"GPU": 1}
+    if device.startswith("cuda"):
+        raise BenchError(f"device '{device}' wants a GPU but no worker advertises one; start workers with "
+                         "`dask worker ADDRESS --resources GPU=1` (one per GPU, CUDA_VISIBLE_DEVICES set)")
+    return None
+
+
+def workers(client: Any) -> dict[str, Any]:
+    """Every worker the scheduler knows (scheduler_info lists only a few unless asked for all)."""
+    try:
+        return client.scheduler_info(n_workers=-1).get("workers", {})
+    except TypeError:  # older distributed: no n_workers argument, lists them all
+        return client.scheduler_info().get("workers", {})
+
+
+
+
+def n_workers(client: Any) -> int:
+    """How many workers the scheduler knows."""
+    return len(workers(client))
