@@ -41,7 +41,7 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
 @click.option("--test", "stat_test", type=click.Choice(["t", "wilcoxon"]), default="t", show_default=True,
               help="paired test over seeds for the ablation table (Holm-corrected)")
 @click.option("--stats", is_flag=True,
-              help="add each ablation comparison's p-value, Holm-adjusted p-value and 95%% CI of the difference")
+              help="add each ablation comparison's p-value, Holm-adjusted p-value and 95% CI of the difference")
 @click.option("--merge", is_flag=True,
               help="one table for all the given sweeps (refused unless their shared datasets have the same data, "
                    "split and missing-modality protocol)")

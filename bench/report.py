@@ -118,9 +118,8 @@ def latex_label(label: str | None, sweep: str, suffix: str = "") -> str:
     return f"{label}-{re.sub(r'[^A-Za-z0-9:._+-]', '-', sweep)}{suffix}" if label else ""
 
 
-def _records(results: Path, sweeps: list[str] | None, keys: set[str] | None,
+def _records(records: list[dict[str, Any]], keys: set[str] | None,
              selection: Selection | None) -> list[dict[str, Any]]:
-    records = iter_records(results, sweeps)
     if keys is not None:
         records = [r for r in records if r["key"] in keys]
     return selection.keep(records) if selection is not None else records
@@ -143,8 +142,8 @@ def _main_table(summary: pd.DataFrame, df: pd.DataFrame, m: Metric, sweep: str, 
         main = paper_table(summary, m, sweep, names)
     else:
         main = long_table(summary, m, sweep, extra, names)
-    main.caption = opts.caption or (f"{m.title} on the test split, mean ± sample std over seeds; best in bold, "
-                                    "second underlined")
+    ranks = "; best in bold, second underlined" if "ranks" in main.legend else ""
+    main.caption = opts.caption or f"{m.title} on the test split, mean ± sample std over seeds{ranks}"
     main.label = latex_label(opts.label, sweep)
     if extra and opts.layout == "paper":
         main.notes.append("Test-selected (optimistic) figures are recorded; `--layout long` shows them.")
@@ -182,6 +181,8 @@ def _sweep_tables(df: pd.DataFrame, summary: pd.DataFrame, m: Metric, sweep: str
             stats = stats_table(found, sweep, names=names)
             stats.label = latex_label(opts.label, sweep, "-stats")
             tables.append(stats)
+    elif opts.stats:
+        tables[0].notes.append("--stats: no comparison to show (no variant shares a dataset with its full model).")
     if opts.cost:
         cost = cost_table(summary, sweep, names)
         cost.label = latex_label(opts.label, sweep, "-cost")
@@ -190,21 +191,24 @@ def _sweep_tables(df: pd.DataFrame, summary: pd.DataFrame, m: Metric, sweep: str
 
 
 def build(results: Path, sweeps: list[str] | None = None, keys: set[str] | None = None, *,
-          selection: Selection | None = None, **options: Any) -> Report:
-    """Read the records and assemble the tables and notes of each sweep (options: layout, metric,
-    caption, label, cost, test, stats, merge, against, names; see `ReportRequest`)."""
+          selection: Selection | None = None, records: list[dict[str, Any]] | None = None,
+          **options: Any) -> Report:
+    """Read the records (or take them, already read) and assemble the tables and notes of each
+    sweep (options: layout, metric, caption, label, cost, test, stats, merge, against, names; see
+    `ReportRequest`)."""
     opts = _Options(**options)
     if opts.layout not in LAYOUTS:
         raise BenchError(f"unknown layout '{opts.layout}'; use paper or long")
     m, names = parse_metric(opts.metric), load_names(opts.names)
     entries = load_published(opts.against) if opts.against else []
-    records = _records(results, sweeps, keys, selection)
+    every = iter_records(results, sweeps) if records is None else records
+    records = _records(every, keys, selection)
     order = list(dict.fromkeys(sweeps or [r["spec"]["sweep"] for r in records]))
     if opts.merge:
         check_mergeable(records, order)
     df = records_frame(records, reference=selection.reference if selection else None,
                        merge=order if opts.merge else None)
-    others = other_configurations(iter_records(results, sweeps), selection) if selection else {}
+    others = other_configurations(every, selection) if selection else {}
     _check_metric(df, m, ", ".join(sweeps) if sweeps else str(results), others)
     extra = [OPTIMISTIC] if OPTIMISTIC in df and df[OPTIMISTIC].notna().any() else []
     cost_cols = ["cost_fit_s", "cost_params", "cost_peak_mb"] if opts.cost else []
@@ -303,11 +307,11 @@ def produce(req: ReportRequest, echo: Callable[..., None]) -> None:
 
     _check(req)
     sel = select(req.items, req.results, methods=req.methods, datasets=req.datasets, multirun=req.multirun)
-    _, unusable = scan_records(req.results, sel.names or None)
+    records, unusable = scan_records(req.results, sel.names or None)
     if unusable:
         path, why = unusable[0]
         echo(f"note: skipped {len(unusable)} unreadable record(s), e.g. {path}: {why}", err=True)
-    rep = build(req.results, sel.names or None, selection=sel, layout=req.layout, metric=req.metric,
+    rep = build(req.results, sel.names or None, selection=sel, records=records, layout=req.layout, metric=req.metric,
                 caption=req.caption, label=req.label, cost=req.cost, test=req.test, stats=req.stats, merge=req.merge,
                 against=req.against, names=req.names)
     per_seed = req.per_seed or (req.fmt == "csv" and req.layout == "long")

@@ -50,7 +50,7 @@ def _compare(var: pd.DataFrame, full: pd.DataFrame, metric: Metric, test: str) -
     deltas = dict(zip(paired["seed"].astype(int), paired[key] - paired[f"{key}_full"]))
     result = paired_test(paired[key].to_numpy(), paired[f"{key}_full"].to_numpy(), test)
     if identical:
-        result = PairedResult(0.0, result.pairs, None, "identical to the full model on every seed", (0.0, 0.0))
+        result = PairedResult(0.0, result.pairs, None, "identical to the full model on every seed")
     return result, identical, deltas
 
 

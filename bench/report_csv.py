@@ -60,7 +60,7 @@ def summary_csv(summary: pd.DataFrame, metric: Metric, found: list[Comparison] |
         if found is not None:
             row.update(ablation.get((r["sweep"], r["dataset"], r["method"]), {}))
         rows.append(row)
-    for e in published or []:
+    for e in [e for e in published or [] if e.metric == metric.name]:
         rows.append({"sweep": "", "dataset": e.dataset, "method": e.method, "seeds": "",
                      **{f"{metric.keys[d]}_mean": e.values[d] for d in DIRECTIONS}, "kind": "published",
                      "source": f"{e.paper}; {e.table}; protocol {e.protocol}"})

@@ -51,8 +51,11 @@ class Selection:
 
         by_name = [r for r in records if r["spec"]["sweep"] not in self.files]
         if self.methods or self.datasets:
-            by_name = [s.record for s in select([SimpleNamespace(record=r, **r["spec"]) for r in by_name],
-                                                self.methods, self.datasets)]
+            runs = [SimpleNamespace(record=r, method=r["spec"].get("method", r["spec"]["method_label"]),
+                                    method_label=r["spec"]["method_label"],
+                                    dataset=r["spec"].get("dataset", r["spec"]["dataset_label"]),
+                                    dataset_label=r["spec"]["dataset_label"]) for r in by_name]
+            by_name = [s.record for s in select(runs, self.methods, self.datasets)]
         chosen = {id(r) for r in by_name}
         return [r for r in records if id(r) in chosen
                 or r["key"] in self.keys.get(r["spec"]["sweep"], ())]

@@ -18,6 +18,9 @@ import numpy as np
 # than 6 pairs (its smallest value is 2 / 2**n).
 MIN_PAIRS = {"t": 2, "wilcoxon": 6}
 TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
+# Differences that vary less than this over seeds are one difference seen through float rounding
+# (metrics live in [0, 1]); a test on them would only measure the rounding.
+SAME_DIFFERENCE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,8 @@ def paired_test(variant: Sequence[float], full: Sequence[float], test: str = "t"
     ci = mean_ci(diff)
     if n < MIN_PAIRS[test]:
         return PairedResult(delta, n, None, f"fewer than {MIN_PAIRS[test]} seeds", ci)
-    if np.ptp(diff) == 0:
-        # every seed moved by exactly the same amount: no variance to test against
+    if np.ptp(diff) <= SAME_DIFFERENCE:
+        # every seed moved by the same amount (up to float rounding): no variance to test against
         return PairedResult(delta, n, None, "identical difference on every seed", ci)
     if test == "t":
         p = float(stats.ttest_rel(a, b).pvalue)

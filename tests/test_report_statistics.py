@@ -133,3 +133,17 @@ def test_identical_values_have_a_std_of_zero_not_float_noise(tmp_path):
     table = pd.read_csv(io.StringIO(report(tmp_path, fmt="csv")), dtype=str)
     assert table["map_avg_std"].tolist() == ["0"] and table["map_avg_mean"].tolist() == ["0.7"]
     assert table["spread"].tolist() == ["deterministic"]
+
+
+def test_a_difference_that_varies_only_by_float_rounding_is_not_tested():
+    import warnings
+
+    from bench.stats import paired_test
+
+    full = [0.1, 0.03, 0.4]
+    variant = [x + 0.1 for x in full]  # differences 0.1 up to 2.8e-17 of rounding
+    assert np.ptp(np.subtract(variant, full)) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns of catastrophic cancellation when it tests rounding noise
+        result = paired_test(variant, full)
+    assert result.p is None and result.why_not == "identical difference on every seed"
