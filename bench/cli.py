@@ -172,79 +172,6 @@ def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...],
         sys.exit(code)
 
 
-@main.command()
-@click.argument("sweeps", nargs=-1)
-@results_option
-@click.option("--format", "fmt", type=click.Choice(["markdown", "plain", "latex", "csv", "html"]),
-              default="markdown", show_default=True,
-              help="html: one self-contained page with the tables and figures")
-@click.option("--layout", type=click.Choice(["paper", "long"]), default="paper", show_default=True,
-              help="paper: rows = methods, columns = datasets x (I→T, T→I, Avg); long: a row per dataset and method")
-@click.option("--metric", default="map", show_default=True, metavar="NAME",
-              help="map (mAP@all), map@K or p@K, as the records hold them")
-@click.option("--digits", default=4, show_default=True, type=click.IntRange(0, 10), help="decimals in the table")
-@click.option("--caption", default=None, help="caption of the main table (LaTeX, html)")
-@click.option("--label", default=None, help="LaTeX \\label of the main table (the ablation table gets LABEL-ablation)")
-@click.option("--cost", is_flag=True, help="add a cost table: training time, parameters, peak memory")
-@click.option("--test", "stat_test", type=click.Choice(["t", "wilcoxon"]), default="t", show_default=True,
-              help="paired test over seeds for the ablation table (Holm-corrected)")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write to a file instead")
-@click.option("--figures", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="also write figures (PNG + PDF) to DIR: PR and P@K curves with a std band, validation mAP per "
-                   "epoch, label adjacency")
-@plugins_option
-def report(sweeps: tuple[str, ...], results: str | None, fmt: str, layout: str, metric: str, digits: int,
-           caption: str | None, label: str | None, cost: bool, stat_test: str, output: str | None,
-           figures: str | None) -> None:
-    """Tables of mean ± std over seeds, from the records of SWEEPS (names or sweep files; default all)."""
-    import tempfile
-
-    from bench.records import write_atomic
-    from bench.report import build, parse_metric, render
-    from bench.report import report as make_report
-    from bench.report_figures import all_figures
-
-    parse_metric(metric)  # a typo fails before anything is read or written
-    root = results_root(results)
-    names, keys, expected = [], None, None
-    existing = sorted(p.name for p in root.iterdir() if (p / "runs").is_dir()) if root.is_dir() else []
-    for item in sweeps:
-        if item.endswith((".yaml", ".yml")):
-            from bench.sweep import load_sweep
-
-            sw = load_sweep(item, cache_root=root / "cache")
-            names.append(sw.name)
-            keys = (keys or set()) | {s.key for s in sw.specs if s.dataset_label not in sw.skipped}
-            expected = {**(expected or {}), **{s.key: (s.dataset_label, s.method_label, s.seed) for s in sw.specs
-                                               if s.dataset_label not in sw.skipped}}
-        else:
-            if item not in existing:
-                hint = f"; sweeps there: {', '.join(existing)}" if existing else "; none there yet (run `bench run`)"
-                raise BenchError(f"no sweep '{item}' under {root}{hint}")
-            names.append(item)
-    from bench.records import scan_records
-
-    _, unusable = scan_records(root, names or None)
-    if unusable:
-        path, why = unusable[0]
-        click.echo(f"note: skipped {len(unusable)} unreadable record(s), e.g. {path}: {why}", err=True)
-    if fmt == "csv":
-        text = make_report(root, names or None, keys=keys, fmt=fmt, metric=metric)
-        written = all_figures(root, Path(figures), names or None, keys) if figures else []
-    else:
-        rep = build(root, names or None, keys, layout=layout, metric=metric, caption=caption, label=label,
-                    cost=cost, test=stat_test, expected=expected)  # raises before anything is written
-        with tempfile.TemporaryDirectory() as tmp:
-            fig_dir = Path(figures) if figures else (Path(tmp) if fmt == "html" else None)
-            written = all_figures(root, fig_dir, names or None, keys) if fig_dir else []
-            text = render(rep, fmt, digits, written)
-    for path in written if figures else []:
-        click.echo(f"wrote {path}", err=True)
-    if output:
-        write_atomic(Path(output), text)
-        click.echo(f"wrote {output}")
-    else:
-        click.echo(text, nl=False)
 
 
 @main.command()
@@ -342,9 +269,12 @@ def ui(results: str | None, host: str, port: int, tracking_uri: str | None, wait
 
 
 def _add_subcommands() -> None:
+    """`bench data` and `bench report` live in their own modules."""
     from bench.cli_data import data
+    from bench.cli_report import report
 
     main.add_command(data)
+    main.add_command(report)
 
 
 _add_subcommands()

@@ -97,7 +97,7 @@ def precision_recall_curve(query: ArrayLike, retrieval: ArrayLike, query_labels:
     """
     if num_points < 1:
         raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
-    cutoffs = _rank_cutoffs(_num_items(retrieval), num_points)
+    cutoffs = rank_cutoffs(_num_items(retrieval), num_points)
     means = _evaluate(query, retrieval, query_labels, retrieval_labels, cutoffs=cutoffs,
                       device=device, max_bytes=max_bytes)
     return means.pr_precision, means.pr_recall
@@ -132,7 +132,7 @@ def retrieval_metrics(image_q: ArrayLike, text_q: ArrayLike, labels_q: ArrayLike
         means = _evaluate(query, retrieval, labels_q, labels_r,
                           map_ks=tuple(sorted({n, *map_clip.values()})),
                           p_ks=tuple(sorted(set(p_clip.values()))),
-                          cutoffs=_rank_cutoffs(n, pr_points), device=device, max_bytes=max_bytes)
+                          cutoffs=rank_cutoffs(n, pr_points), device=device, max_bytes=max_bytes)
         out[f"map_{name}"] = means.ap[n]
         out.update({f"map_{name}@{k}": means.ap[c] for k, c in map_clip.items() if k <= n})
         out.update({f"p@{k}_{name}": means.precision[c] for k, c in p_clip.items() if k <= n})
@@ -264,8 +264,9 @@ def _chunk_size(n_items: int, max_bytes: int) -> int:
     return max(1, max_bytes // (_BYTES_PER_PAIR * max(n_items, 1)))
 
 
-def _rank_cutoffs(n_items: int, num_points: int) -> np.ndarray:
-    """min(num_points, n_items) distinct ranks evenly spaced over 1..n_items, always including n_items."""
+def rank_cutoffs(n_items: int, num_points: int) -> np.ndarray:
+    """min(num_points, n_items) distinct ranks evenly spaced over 1..n_items, always including n_items
+    (and 1 when num_points > 1): the cutoffs K of the stored PR curves (the report draws P@K from them)."""
     if num_points == 1:
         return np.array([n_items], dtype=np.int64)
     return np.unique(np.linspace(1, n_items, min(num_points, n_items)).round().astype(np.int64))

@@ -1,8 +1,16 @@
-"""Report figures from records (PNG and PDF): PR curves and precision@K with a std band over seeds,
-validation mAP per epoch, and the label adjacency of the label-graph models (a logged artifact).
+"""Report figures from records (PNG and PDF), per (sweep, dataset), methods overlaid:
 
-Every figure is per (sweep, dataset); methods are overlaid. The records used are the ones the
-tables use (`bench.report.records_frame`): newest per seed, configurations never mixed.
+- PR curves, mean over seeds with a ±1 std band of the precision;
+- precision@K against K (log axis), drawn from the precision at the rank cutoffs of the stored
+  PR curve (up to 100 cutoffs, rebuilt from the record's `n_retrieval` as `bench.metrics` chose
+  them); records without a PR curve fall back to their `p@K` scalars. A curve of 20 points or
+  fewer gets a marker on each point. The PR curve averages precision over the queries that have a
+  relevant item; the `p@K` scalars over all queries (the same when every query has one);
+- validation mAP and training loss per epoch, and label-adjacency heatmaps (`bench.report_epochs`).
+
+The runs are the ones the tables use (`bench.report_frame.records_frame`): newest per seed,
+configurations never mixed, rows labelled as in the tables; one style per method for the whole
+report (`bench.report_style`); legends sit outside the axes.
 """
 
 from __future__ import annotations
@@ -13,38 +21,23 @@ from typing import Any
 
 import numpy as np
 
-from bench.records import iter_records
+from bench.report_epochs import draw_adjacency, draw_epochs
+from bench.report_frame import records_frame
+from bench.report_plot import FORMATS, Curves, Figure, FigureSource, figure_source, legend_outside, pyplot, safe, save
 
 PR_DIRECTIONS = (("pr_i2t", "image → text"), ("pr_t2i", "text → image"))
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _chosen(records: list[dict[str, Any]], keys: set[str] | None) -> list[tuple[tuple[str, str], str, dict]]:
-    """((sweep, dataset), method label as the tables show it, record) for each record the tables use."""
-    from bench.report import records_frame
-
-    df = records_frame(records, keys)
-    by_key = {r["key"]: r for r in records}
-    return [((row.sweep, row.dataset), row.method, by_key[row.key]) for row in df.itertuples()]
-
-
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+FEW_POINTS = 20  # curves with at most this many points get a marker on each
 
 
 def per_seed_pr(records: list[dict[str, Any]], keys: set[str] | None = None
                 ) -> dict[tuple[str, str], dict[str, dict[str, list[dict[str, list[float]]]]]]:
     """{(sweep, dataset): {method: {"pr_i2t"/"pr_t2i": [curve per seed]}}}, in table order."""
+    return _per_seed_pr(FigureSource(records_frame(records, keys), {r["key"]: r for r in records}))
+
+
+def _per_seed_pr(source: FigureSource) -> dict:
     out: dict = {}
-    for group, method, rec in _chosen(records, keys):
+    for group, method, rec in source.runs():
         for direction, _ in PR_DIRECTIONS:
             pr = rec.get("metrics", {}).get(direction)
             if pr and "precision" in pr and "recall" in pr:
@@ -67,173 +60,131 @@ def mean_pr_curves(records: list[dict[str, Any]], keys: set[str] | None = None
     return out
 
 
-def _band(ax: Any, x: np.ndarray, ys: np.ndarray, label: str) -> None:
-    """Mean line and a ±1 sample-std band (no band for one seed)."""
-    mean = ys.mean(axis=0)
-    (line,) = ax.plot(x, mean, label=label, linewidth=1.2)
-    if len(ys) > 1:
-        std = ys.std(axis=0, ddof=1)
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
+def _two_panels(plt: Any) -> tuple[Any, list[Any]]:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    return fig, list(axes)
 
 
-FORMATS = ("png", "pdf")
-
-
-def _save(fig: Any, out_dir: Path, stem: str, written: list[Path], formats: tuple[str, ...]) -> None:
-    for ext in formats:
-        path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=120)
-        written.append(path)
-
-
-def pr_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
-               formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Per (sweep, dataset): PR curves of every method, mean over seeds with a ±1 std band of the
-    precision (recall is averaged too); PNG and PDF."""
-    plt = _plt()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for (sweep, dataset), methods in per_seed_pr(iter_records(results, sweeps), keys).items():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+def draw_pr(source: FigureSource, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Figure]:
+    """Per (sweep, dataset): PR curves of every method, mean over seeds with a ±1 std band."""
+    plt = pyplot()
+    figures = []
+    for (sweep, dataset), methods in _per_seed_pr(source).items():
+        fig, axes = _two_panels(plt)
         for ax, (direction, title) in zip(axes, PR_DIRECTIONS):
+            curves = Curves(ax, source)
             for method, per_dir in methods.items():
                 runs = per_dir.get(direction, [])
-                runs = [r for r in runs if runs and len(r["recall"]) == len(runs[0]["recall"])]
+                runs = [r for r in runs if len(r["recall"]) == len(runs[0]["recall"])] if runs else []
                 if runs:
                     recall = np.mean([r["recall"] for r in runs], axis=0)
-                    _band(ax, recall, np.array([r["precision"] for r in runs]), f"{method} ({len(runs)})")
-            ax.set_title(f"{dataset}: {title}")
+                    curves.draw(recall, np.array([r["precision"] for r in runs]), method,
+                                f"{source.names.method(method)} ({len(runs)})")
+            ax.set_title(f"{source.names.dataset(dataset)}: {title}")
             ax.set_xlabel("recall")
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("precision")
-        axes[1].legend(fontsize=7, loc="upper right")
         fig.tight_layout()
-        _save(fig, out_dir, f"pr_{_safe(f'{sweep}__{dataset}')}", written, formats)
+        legend_outside(fig, axes)
+        caption = (f"Precision-recall curves on {source.names.dataset(dataset)} (sweep {sweep}), image → text and "
+                   "text → image: mean over seeds (seed count in the legend), band ±1 sample std of the precision.")
+        figures += [Figure(p, caption, sweep, "pr") for p in save(fig, out_dir, f"pr_{safe(f'{sweep}__{dataset}')}",
+                                                                    formats)]
         plt.close(fig)
-    return written
+    return figures
 
 
-def pk_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
-               formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Per (sweep, dataset): precision@K against K (log axis) for every method, mean ± std over seeds."""
-    plt = _plt()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def pk_points(rec: dict[str, Any], direction: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(K, precision@K, where from) of one run: the stored PR curve's rank cutoffs when the record
+    says how many items were retrieved, else the stored `p@K` scalars; None when it has neither."""
+    metrics = rec.get("metrics", {})
+    pr, n = metrics.get(f"pr_{direction}"), rec.get("n_retrieval")
+    if pr and pr.get("precision") and isinstance(n, int) and n > 0:
+        from bench.metrics import rank_cutoffs
+
+        cutoffs = rank_cutoffs(n, len(pr["precision"]))
+        if len(cutoffs) == len(pr["precision"]):
+            return cutoffs.astype(float), np.asarray(pr["precision"], dtype=float), "pr"
+    ks = {int(m.group(1)): v for k, v in metrics.items()
+          if (m := re.match(rf"^p@(\d+)_{direction}$", k)) and isinstance(v, (int, float))}
+    if not ks:
+        return None
+    order = sorted(ks)
+    return np.array(order, dtype=float), np.array([ks[k] for k in order]), "p@K"
+
+
+def _gather_pk(source: FigureSource) -> dict:
     gathered: dict = {}
-    for group, method, rec in _chosen(iter_records(results, sweeps), keys):
+    for group, method, rec in source.runs():
         for direction in ("i2t", "t2i"):
-            ks = {int(m.group(1)): v for k, v in rec.get("metrics", {}).items()
-                  if (m := re.match(rf"^p@(\d+)_{direction}$", k)) and isinstance(v, (int, float))}
-            if ks:
-                gathered.setdefault(group, {}).setdefault(method, {}).setdefault(direction, []).append(ks)
-    written: list[Path] = []
-    for (sweep, dataset), methods in gathered.items():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-        for ax, direction, title in ((axes[0], "i2t", "image → text"), (axes[1], "t2i", "text → image")):
-            for method, per_dir in methods.items():
-                runs = per_dir.get(direction, [])
-                common = sorted(set.intersection(*(set(r) for r in runs))) if runs else []
-                if common:
-                    _band(ax, np.array(common), np.array([[r[k] for k in common] for r in runs]),
-                          f"{method} ({len(runs)})")
+            found = pk_points(rec, direction)
+            if found is not None:
+                gathered.setdefault(group, {}).setdefault(method, {}).setdefault(direction, []).append(found)
+    return gathered
+
+
+def _pk_panel(ax: Any, source: FigureSource, methods: dict, direction: str) -> set[str]:
+    curves, kinds = Curves(ax, source), set()
+    for method, per_dir in methods.items():
+        runs = per_dir.get(direction, [])
+        runs = [r for r in runs if np.array_equal(r[0], runs[0][0])] if runs else []
+        if runs:
+            x = runs[0][0]
+            curves.draw(x, np.array([r[1] for r in runs]), method, f"{source.names.method(method)} ({len(runs)})",
+                        markers=len(x) <= FEW_POINTS)
+            kinds.add(runs[0][2])
+    return kinds
+
+
+def draw_pk(source: FigureSource, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Figure]:
+    """Per (sweep, dataset): precision@K against K (log axis), mean ± std over seeds."""
+    plt = pyplot()
+    figures = []
+    for (sweep, dataset), methods in _gather_pk(source).items():
+        fig, axes = _two_panels(plt)
+        kinds: set[str] = set()
+        for ax, (direction, title) in zip(axes, (("i2t", "image → text"), ("t2i", "text → image"))):
+            kinds |= _pk_panel(ax, source, methods, direction)
             ax.set_xscale("log")
-            ax.set_title(f"{dataset}: {title}")
+            ax.set_title(f"{source.names.dataset(dataset)}: {title}")
             ax.set_xlabel("K (retrieved items)")
             ax.grid(alpha=0.3, which="both")
         axes[0].set_ylabel("precision@K")
-        axes[1].legend(fontsize=7, loc="upper right")
         fig.tight_layout()
-        _save(fig, out_dir, f"pk_{_safe(f'{sweep}__{dataset}')}", written, formats)
+        legend_outside(fig, axes)
+        where = " and ".join(sorted({"pr": "the rank cutoffs of the stored PR curves",
+                                     "p@K": "the stored p@K values"}[k] for k in kinds))
+        caption = (f"Precision@K on {source.names.dataset(dataset)} (sweep {sweep}) against the number K of retrieved "
+                   f"items (log axis), from {where}: mean over seeds, band ±1 sample std.")
+        figures += [Figure(p, caption, sweep, "pk") for p in save(fig, out_dir, f"pk_{safe(f'{sweep}__{dataset}')}",
+                                                                    formats)]
         plt.close(fig)
-    return written
+    return figures
 
 
-def epoch_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
-                  formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Per (sweep, dataset): validation mAP per epoch of every iterative method, mean ± std over seeds."""
-    plt = _plt()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gathered: dict = {}
-    for group, method, rec in _chosen(iter_records(results, sweeps), keys):
-        curve = {int(row["step"]): row["val_map"] for row in rec.get("history", []) if "val_map" in row}
-        if len(curve) > 1:
-            gathered.setdefault(group, {}).setdefault(method, []).append(curve)
-    written: list[Path] = []
-    for (sweep, dataset), methods in gathered.items():
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for method, runs in methods.items():
-            common = sorted(set.intersection(*(set(r) for r in runs)))
-            if common:
-                _band(ax, np.array(common), np.array([[r[e] for e in common] for r in runs]),
-                      f"{method} ({len(runs)})")
-        ax.set_title(f"{dataset}: validation mAP per epoch")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation mAP (avg of I→T, T→I)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        _save(fig, out_dir, f"val_{_safe(f'{sweep}__{dataset}')}", written, formats)
-        plt.close(fig)
-    return written
-
-
-def adjacency_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
-                      artifact: str = "label_adjacency", formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Per (sweep, dataset): a heatmap of each distinct `artifact` matrix (`ctx.artifact` in a fit)
-    from the first-seed record of every method that logged one, labelled with its axis labels.
-
-    Methods that logged the same matrix (every variant of one graph builds the same label graph
-    from the same training labels) share one figure, named after the first of them and titled
-    with all of them: the heatmaps are the slow part of a report, and identical ones say nothing new.
-    """
-    import textwrap
-
-    plt = _plt()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set = set()
-    groups: dict[tuple[str, str], list[tuple[np.ndarray, list[str], int, list[str]]]] = {}
-    for (sweep, dataset), method, rec in sorted(_chosen(iter_records(results, sweeps), keys),
-                                                key=lambda t: (t[2]["spec"]["seed"], t[1])):
-        art = rec.get("artifacts", {}).get(artifact)
-        if not art or (sweep, dataset, method) in seen:
-            continue
-        seen.add((sweep, dataset, method))
-        matrix = np.asarray(art["data"], dtype=float)
-        if matrix.ndim != 2:
-            continue
-        names = list(art.get("axis_labels") or [])
-        for other, other_names, _seed, methods in groups.setdefault((sweep, dataset), []):
-            if other_names == names and np.array_equal(other, matrix, equal_nan=True):
-                methods.append(method)
-                break
-        else:
-            groups[(sweep, dataset)].append((matrix, names, rec["spec"]["seed"], [method]))
-    written: list[Path] = []
-    for (sweep, dataset), distinct in sorted(groups.items()):
-        for matrix, names, seed, methods in distinct:
-            size = min(9.0, 3 + 0.18 * matrix.shape[0])
-            fig, ax = plt.subplots(figsize=(size + 1.2, size))
-            im = ax.imshow(matrix, cmap="viridis", interpolation="nearest")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-            if names and len(names) == matrix.shape[0] and matrix.shape[0] <= 60:
-                ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-                ax.set_yticks(range(len(names)), names, fontsize=6)
-            title = f"{dataset} | {', '.join(methods)}: {artifact.replace('_', ' ')} (seed {seed})"
-            ax.set_title("\n".join(textwrap.wrap(title, width=int(12 * size))), fontsize=9)
-            fig.tight_layout()
-            _save(fig, out_dir, f"adj_{_safe(f'{sweep}__{dataset}__{methods[0]}')}", written, formats)
-            plt.close(fig)
-    return written
+def draw_all(source: FigureSource, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Figure]:
+    """Every report figure of the source: PR, P@K, validation mAP and training loss per epoch,
+    label adjacency."""
+    figures: list[Figure] = []
+    for make in (draw_pr, draw_pk, draw_epochs, draw_adjacency):
+        figures += make(source, Path(out_dir), formats)
+    return figures
 
 
 def all_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
                 formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Every report figure: PR, P@K, validation mAP per epoch, label adjacency; each in `formats`
-    (PNG and PDF for `bench report --figures`; the copy on the MLflow parent run is PNG only)."""
-    written: list[Path] = []
-    for make in (pr_figures, pk_figures, epoch_figures, adjacency_figures):
-        written += make(results, out_dir, sweeps, keys, formats=formats)
-    return written
+    """Every report figure of the records under `results`, as file paths, in `formats` (PNG and
+    PDF for `bench report --figures`; the copy on the MLflow parent run is PNG only)."""
+    return [f.path for f in draw_all(figure_source(results, sweeps, keys), Path(out_dir), formats)]
+
+
+def pr_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
+               formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """The PR figures of the records under `results`, as file paths."""
+    return [f.path for f in draw_pr(figure_source(results, sweeps, keys), Path(out_dir), formats)]
+
+
+def pk_figures(results: Path, out_dir: Path, sweeps: list[str] | None = None, keys: set[str] | None = None,
+               formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """The precision@K figures of the records under `results`, as file paths."""
+    return [f.path for f in draw_pk(figure_source(results, sweeps, keys), Path(out_dir), formats)]

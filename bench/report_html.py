@@ -1,13 +1,14 @@
 """`bench report --format html`: one self-contained page (tables, notes and figures embedded as
-base64 PNG), readable offline in any browser."""
+base64 PNG), readable offline in any browser. The page is assembled from sections whose tables
+are already rendered (`bench.report_render.html_table`); figures carry their own captions."""
 
 from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 78rem;
@@ -15,6 +16,7 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2r
 h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ccd; }
 h3 { font-size: 1.05rem; margin-top: 1.6rem; }
 table.bench { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.88rem; }
+table.bench caption { caption-side: top; text-align: left; font-size: 0.85rem; color: #333; padding: 0.3rem 0; }
 table.bench th, table.bench td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #e3e3e8; text-align: right; }
 table.bench th { background: #f4f5f8; } table.bench th.row_heading { text-align: left; }
 table.bench thead th { text-align: center; }
@@ -25,33 +27,35 @@ figcaption { font-size: 0.8rem; color: #555; }
 """
 
 
-def _img(path: Path) -> str:
+@dataclass
+class Section:
+    """One sweep of the page: its rendered tables, the lines under them, its figures (PNG, caption)."""
+
+    title: str
+    tables: list[str]
+    notes: list[str] = field(default_factory=list)
+    figures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _img(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(path.stem)}</figcaption></figure>")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def page(rep: Any, digits: int, figures: list[Path]) -> str:
+def page(title: str, intro: str, sections: list[Section]) -> str:
     """The whole report as one HTML document (no external resources)."""
-    from bench.report import render_table
-
-    parts = [f"<h1>bench report: {html.escape(', '.join(rep.sweeps))}</h1>",
-             f"<p class=\"note\">Metric {html.escape(rep.metric.title)} on the test split; generated "
-             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the run records.</p>"]
-    pngs = [p for p in figures if Path(p).suffix == ".png"]
-    for sweep in rep.sweeps:
-        parts.append(f"<h2>{html.escape(sweep)}</h2>")
-        parts += [render_table(t, "html", digits) for t in rep.tables[sweep]]
-        if rep.notes[sweep]:
-            parts.append('<ul class="missing">' + "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes[sweep])
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p class=\"note\">{html.escape(intro)} Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the run "
+             "records.</p>"]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts += section.tables
+        if section.notes:
+            parts.append('<ul class="missing">' + "".join(f"<li>{html.escape(n)}</li>" for n in section.notes)
                          + "</ul>")
-        mine = [p for p in pngs if f"_{_safe(sweep)}__" in Path(p).name]
-        if mine:
-            parts.append("<h3>Figures</h3>" + "".join(_img(p) for p in mine))
+        if section.figures:
+            parts.append("<h3>Figures</h3>" + "".join(_img(p, c) for p, c in section.figures))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>bench report: {html.escape(', '.join(rep.sweeps))}</title><style>{STYLE}</style></head>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
             "<body>\n" + "\n".join(parts) + "\n</body></html>\n")
-
-
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)

@@ -2,7 +2,8 @@
 
 A variant and its full model trained with the same seed (same split, same initialisation seed)
 form a pair; the test asks whether their mean difference over seeds is zero. The tests are
-scipy's; only Holm's correction (not in scipy) is written out here.
+scipy's; Holm's correction (not in scipy) and the t-interval of the mean difference are written
+out here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 # than 6 pairs (its smallest value is 2 / 2**n).
 MIN_PAIRS = {"t": 2, "wilcoxon": 6}
 TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
+# Differences that vary less than this over seeds are one difference seen through float rounding
+# (metrics live in [0, 1]); a test on them would only measure the rounding.
+SAME_DIFFERENCE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class PairedResult:
     pairs: int
     p: float | None
     why_not: str = ""
+    ci: tuple[float, float] | None = None  # 95 % t-interval of the mean difference (>= 2 pairs)
 
 
 def paired_test(variant: Sequence[float], full: Sequence[float], test: str = "t") -> PairedResult:
@@ -41,16 +46,33 @@ def paired_test(variant: Sequence[float], full: Sequence[float], test: str = "t"
     diff = a - b
     n = len(diff)
     delta = float(diff.mean()) if n else float("nan")
+    ci = mean_ci(diff)
     if n < MIN_PAIRS[test]:
-        return PairedResult(delta, n, None, f"fewer than {MIN_PAIRS[test]} seeds")
-    if np.ptp(diff) == 0:
-        # every seed moved by exactly the same amount: no variance to test against
-        return PairedResult(delta, n, None, "identical difference on every seed")
+        return PairedResult(delta, n, None, f"fewer than {MIN_PAIRS[test]} seeds", ci)
+    if np.ptp(diff) <= SAME_DIFFERENCE:
+        # every seed moved by the same amount (up to float rounding): no variance to test against
+        return PairedResult(delta, n, None, "identical difference on every seed", ci)
     if test == "t":
         p = float(stats.ttest_rel(a, b).pvalue)
     else:
         p = float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
-    return PairedResult(delta, n, p)
+    return PairedResult(delta, n, p, "", ci)
+
+
+def mean_ci(diff: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean of paired differences: mean -/+ t_{(1+level)/2, n-1} s / sqrt(n),
+    with s the sample standard deviation; None for fewer than two values. Zero spread gives
+    (mean, mean). The same interval is given whichever test is chosen."""
+    from scipy import stats
+
+    d = np.asarray(diff, dtype=float)
+    if len(d) < 2:
+        return None
+    mean = float(d.mean())
+    if np.ptp(d) == 0:
+        return (float(d[0]), float(d[0]))
+    half = float(stats.t.ppf((1 + level) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return (mean - half, mean + half)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.records import iter_records, record_path
-from bench.report import mean_pr_curves, pr_figures
+from bench.report_figures import mean_pr_curves, pr_figures
 
 
 def _rec(method, seed, precision, dataset="synthetic", status="ok", finished="2026-01-01T00:00:00"):

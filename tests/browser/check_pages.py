@@ -80,6 +80,11 @@ def main(out: Path) -> None:
     dom = shoot(html.resolve().as_uri(), out / "report.png", "1300,1500", 5000)
     check(dom.count("<table") >= 2, "html report: main and ablation tables rendered")
     check(len(re.findall(r'<img[^>]+src="data:image/png;base64,', dom)) >= 4, "html report: figures embedded")
+    check("<caption>" in dom and "Mean ± sample standard deviation over seeds." in dom,
+          "html report: the main table has its caption and legend")
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", dom)
+    check(bool(captions) and not any(re.fullmatch(r"[\w.-]+", c) for c in captions),
+          "html report: figure captions say what each figure shows (not file names)")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
