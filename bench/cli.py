@@ -44,6 +44,11 @@ class Group(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Keep the command line as typed (`bench run` stores it on the parent run and in records)."""
+        ctx.meta["bench.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         import errno
 
@@ -137,6 +142,14 @@ def _echo_err(line: str) -> None:
     click.echo(line, err=True)
 
 
+def command_line() -> str:
+    """`bench ...` as typed (shell-quoted), from the arguments the main group received."""
+    import shlex
+
+    ctx = click.get_current_context()
+    return shlex.join(["bench", *ctx.meta.get("bench.argv", [])])
+
+
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @selection_options
@@ -166,7 +179,8 @@ def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...],
     req = RunRequest(sweep_file=sweep_file, results=results_root(results), assignments=assignments,
                      methods=methods, datasets=datasets, multirun=multirun, force=force, dry_run=dry_run,
                      device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow, threads=threads,
-                     max_runs=max_runs or MAX_RUNS, scale=cluster_options(workers, threads, scheduler, cluster_file))
+                     max_runs=max_runs or MAX_RUNS, scale=cluster_options(workers, threads, scheduler, cluster_file),
+                     command=command_line())
     code = run_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
     if code:
         sys.exit(code)

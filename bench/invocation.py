@@ -27,6 +27,7 @@ from bench.cluster import ClusterInBackground, ClusterOptions, task_resources
 from bench.environment import commit_tags, git_commit
 from bench.executors import DaskExecutor, SerialExecutor
 from bench.method import resolve_device
+from bench.plan import file_definition, invocation_fields, pending, print_dry_run, run_labels, run_states
 from bench.preflight import (
     check_results_folder,
     dask_dir,
@@ -34,13 +35,13 @@ from bench.preflight import (
     preflight,
     sweep_lock,
 )
-from bench.records import clean_stale_temporaries, read_record, record_path, runs_dir
+from bench.records import clean_stale_temporaries, runs_dir
 from bench.registry import user_plugin_roots
 from bench.spec import RunSpec
 from bench.store import check_uri, default_uri, open_tracker
 from bench.sweep import MAX_RUNS, Sweep, load_sweep
 from bench.tasks import DataCache, RunContext, run_task
-from bench.tracking import NullTracker, SafeTracker, Tracker
+from bench.tracking import NullTracker, RunLabels, SafeTracker, Tracker
 
 Echo = Callable[[str], None]
 
@@ -63,6 +64,7 @@ class RunRequest:
     threads: int | None = None
     max_runs: int = MAX_RUNS
     scale: ClusterOptions | None = None  # None: serial, in this process
+    command: str = ""  # the command line as typed, stored on the parent run and in every record
 
 
 @dataclass
@@ -118,45 +120,6 @@ def executor_for(scale: ClusterOptions | None, device: str, root: Path,
         yield executor
     finally:
         starter.close()
-
-
-# --- run states, computed once per invocation ------------------------------------------------
-
-
-def run_states(sweep: Sweep, results: Path, force: bool) -> dict[str, tuple[str, str]]:
-    """(state, why) per run key, each record read once: `todo`, `retry` (failed before), `done`
-    (an ok record; `todo` again with --force) or `skip` (its optional dataset is absent)."""
-    states = {}
-    for spec in sweep.specs:
-        if spec.dataset_label in sweep.skipped:
-            states[spec.key] = ("skip", f"dataset {spec.dataset_label}: {sweep.skipped[spec.dataset_label]}")
-            continue
-        rec = read_record(record_path(results, sweep.name, spec.key))
-        if rec is not None and rec.get("status") == "ok":
-            states[spec.key] = ("todo", "--force") if force else ("done", "")
-        elif rec is not None:
-            states[spec.key] = ("retry", f"failed before: {str(rec.get('reason', ''))[:120]}")
-        else:
-            states[spec.key] = ("todo", "")
-    return states
-
-
-def pending(sweep: Sweep, states: dict[str, tuple[str, str]]) -> list[RunSpec]:
-    """The specs to run now, in sweep order."""
-    return [s for s in sweep.specs if states[s.key][0] in ("todo", "retry")]
-
-
-def print_dry_run(sweep: Sweep, states: dict[str, tuple[str, str]], echo: Echo) -> None:
-    """Each run's state (todo, retry, done, skipped and why) with its resolved parameters."""
-    counts = {"todo": 0, "retry": 0, "done": 0, "skip": 0}
-    for spec in sweep.specs:
-        state, why = states[spec.key]
-        counts[state] += 1
-        echo(f"{state:5s} {spec.key}  {spec.describe()}" + (f"  ({why})" if why else ""))
-        if state != "skip":
-            echo("      params: " + " ".join(f"{k}={v}" for k, v in spec.params.items()))
-    echo(f"{counts['todo'] + counts['retry']} of {len(sweep.specs)} runs to do ({counts['retry']} retried "
-         f"after failing), {counts['done']} done, {counts['skip']} skipped (device {sweep.device}); nothing was run")
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -238,7 +201,8 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
                   tracker: Tracker | None = None, force: bool = False, echo: Echo = print,
                   show_progress: bool = False, states: dict[str, tuple[str, str]] | None = None,
                   summary: SweepSummary | None = None, cache: DataCache | None = None,
-                  threads: int | None = None) -> SweepSummary:
+                  threads: int | None = None, labels: dict[str, RunLabels] | None = None,
+                  invocation: dict[str, Any] | None = None) -> SweepSummary:
     """Run every pending spec of `sweep` on `executor` (serial by default); returns the summary.
 
     Opens the invocation's parent run (closed FINISHED, FAILED or KILLED), prints the skipped
@@ -260,11 +224,12 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
     if not todo:
         return summary
     started = datetime.now(UTC).isoformat(timespec="microseconds")
-    _start_parent(tracker, sweep, executor)
+    _start_parent(tracker, sweep, executor, invocation or {})
     ctx = RunContext(sweep=sweep.name, results=str(results), device=sweep.device, started=started, force=force,
                      positions={s.key: i for i, s in enumerate(sweep.specs)},
                      tracking_uri=getattr(tracker.inner, "uri", None) if tracker.enabled else None,
-                     parent_run_id=tracker.parent_id, plugin_roots=user_plugin_roots(), threads=threads or 1)
+                     parent_run_id=tracker.parent_id, plugin_roots=user_plugin_roots(), threads=threads or 1,
+                     labels=labels if labels is not None else run_labels(sweep, None), invocation=invocation or {})
     if not executor.in_process:
         echo(f"sweep {sweep.name}: {len(todo)} runs on {executor.workers} Dask worker(s)"
              + (f" with resources {executor.resources}" if executor.resources else ""))
@@ -293,12 +258,28 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
     return summary
 
 
-def _start_parent(tracker: Tracker, sweep: Sweep, executor: SerialExecutor | DaskExecutor) -> None:
+def _start_parent(tracker: Tracker, sweep: Sweep, executor: SerialExecutor | DaskExecutor,
+                  invocation: dict[str, Any]) -> None:
+    """The invocation's parent run: tags (sweep, command line, overrides, commit), the sweep file as
+    given and as resolved with the command line's overrides (the file the runs were made from)."""
     tags = {"sweep": sweep.name, "sweep_file": str(sweep.path), **commit_tags(git_commit()),
             "bench.role": "invocation"}
+    if invocation.get("command"):
+        tags["bench.command"] = invocation["command"][:5000]
+    if sweep.assignments:
+        tags["bench.overrides"] = " ".join(sweep.assignments)[:5000]
     if not executor.in_process:
         tags["bench.workers"] = str(executor.workers)
     tracker.start_parent(f"{sweep.name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}", tags)
+    if not tracker.parent_id:
+        return
+    import yaml
+
+    tracker.log_parent_artifact(Path(sweep.path))
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "sweep.resolved.yaml"
+        resolved.write_text(yaml.safe_dump(sweep.resolved, sort_keys=False, allow_unicode=True))
+        tracker.log_parent_artifact(resolved)
 
 
 # --- the invocation -----------------------------------------------------------------------------
@@ -339,7 +320,8 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
             tracker = SafeTracker(inner, echo)
             execute_sweep(sweep, root, executor=executor(), tracker=tracker, force=req.force, echo=echo,
                           show_progress=show_progress, states=states, summary=summary, cache=cache,
-                          threads=req.threads)
+                          threads=req.threads, labels=run_labels(sweep, file_definition(req, sweep)),
+                          invocation=invocation_fields(req, sweep))
             if tracker.parent_id:
                 publish_to_parent(tracker, sweep, root, warn)
     except KeyboardInterrupt:
@@ -360,14 +342,13 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
 
 
 def publish_to_parent(tracker: Tracker, sweep: Sweep, root: Path, warn: Echo) -> None:
-    """Attach the sweep file, the report (markdown and LaTeX) and its figures (PNG) to the invocation's
+    """Attach the report (markdown and LaTeX) and its figures (PNG) to the invocation's
     parent run. Best effort: a report or upload problem is one warning line, never a failed sweep."""
     from bench.report import build, render
     from bench.report_figures import all_figures
 
     keys = {s.key for s in sweep.specs}
     try:
-        tracker.log_parent_artifact(Path(sweep.path))
         rep = build(root, [sweep.name], keys)
         with tempfile.TemporaryDirectory() as tmp:
             for fmt, ext in (("markdown", "md"), ("latex", "tex")):

@@ -45,7 +45,7 @@ from bench.report_frame import (
 )
 from bench.report_merge import check_mergeable
 from bench.report_names import Names, load_names
-from bench.report_notes import last_epoch_note, missing_notes
+from bench.report_notes import last_epoch_note, missing_notes, threads_note
 from bench.report_published import Published, add_published, load_published
 from bench.report_render import render_table
 from bench.report_select import Selection, other_configurations, select
@@ -148,9 +148,7 @@ def _main_table(summary: pd.DataFrame, df: pd.DataFrame, m: Metric, sweep: str, 
     if extra and opts.layout == "paper":
         main.notes.append("Test-selected (optimistic) figures are recorded; `--layout long` shows them.")
     main.notes += [n for sw, n in df.attrs.get("config_notes", []) if sw == sweep]
-    note = last_epoch_note(df, sweep, names)
-    if note:
-        main.notes.append(note)
+    main.notes += [n for n in (last_epoch_note(df, sweep, names), threads_note(df, sweep, names)) if n]
     return main
 
 

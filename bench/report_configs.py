@@ -17,6 +17,7 @@ current definition. Records of different configurations are never averaged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,11 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
     return out
+
+
+def config_id(ident: dict[str, str]) -> str:
+    """A short stable id of a flattened configuration (one side of it)."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def split_sides(ident: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -163,3 +169,16 @@ def label_configurations(df: pd.DataFrame, idents: dict[str, dict[str, dict[str,
     df["dataset"], data_notes = _data_labels(df, idents["d"], ref)
     df["method"], method_notes = _method_labels(df, idents["m"], ref)
     return df, data_notes + method_notes
+
+
+def labels_against(spec: dict[str, Any], reference: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(method label, dataset label, configuration id) of one run, named as the report names it
+    against a sweep file's current definition `reference` (the spec of the same dataset and method
+    label in the file without command-line overrides; None: the run is the file's definition)."""
+    mside, dside = split_sides(config_identity(spec))
+    ident = f"{config_id(mside)}-{config_id(dside)}"
+    if reference is None:
+        return spec["method_label"], spec["dataset_label"], ident
+    ref_m, ref_d = split_sides(config_identity(reference))
+    return (_name(spec["method_label"], mside, _differing([mside, ref_m])),
+            _name(spec["dataset_label"], dside, _differing([dside, ref_d])), ident)

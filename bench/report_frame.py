@@ -16,7 +16,6 @@ belongs to), `dataset` and `method` (the labels rows and columns show: the sweep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report_configs import Reference, config_identity, label_configurations, split_sides
+from bench.report_configs import Reference, config_id, config_identity, label_configurations, split_sides
 
 DIRECTIONS = ("i2t", "t2i", "avg")
 DIR_TITLES = {"i2t": "I→T", "t2i": "T→I", "avg": "Avg"}
@@ -77,11 +76,6 @@ def available_metrics(df: pd.DataFrame) -> list[str]:
     return sorted(set(names), key=lambda n: (n[0] != "m", len(n), n))
 
 
-def config_id(ident: dict[str, str]) -> str:
-    """A short stable id of a flattened configuration."""
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """Numeric metrics, plus the average of the two directions of every cutoff metric."""
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -123,7 +117,8 @@ def _row(rec: dict[str, Any], idents: dict[str, dict[str, dict[str, str]]]) -> d
            "family": spec.get("family", label.split("/")[0]), "seed": spec["seed"], "key": rec["key"],
            "finished": rec.get("finished", ""), "position": rec.get("position", 0),
            "config": f"{mid}-{did}", "mconfig": mid, "dconfig": did, "split_seed": split.get("seed"),
-           "fingerprint": (rec.get("data") or {}).get("fingerprint")}
+           "fingerprint": (rec.get("data") or {}).get("fingerprint"),
+           "threads": (rec.get("environment") or {}).get("torch_threads")}
     row.update(_scalars(rec.get("metrics", {})))
     if rec.get("test_selected"):
         row[OPTIMISTIC] = rec["test_selected"]["map_avg"]

@@ -73,3 +73,21 @@ def last_epoch_note(df: pd.DataFrame, sweep: str, names: Names | None = None) ->
     parts = [f"{names.method(m)} ({', '.join(where)})" for m, where in per_method.items()]
     return ("Selected epoch = last epoch (the validation mAP had not stopped improving when training ended, so "
             "these runs may not have converged; more epochs may change them): " + "; ".join(parts) + ".")
+
+
+def threads_note(df: pd.DataFrame, sweep: str, names: Names | None = None) -> str | None:
+    """A note naming the rows whose seeds ran with different torch thread counts (floating-point
+    sums then differ in order, which moves results in about the 4th decimal), or None."""
+    names = names or Names()
+    d = df[df["sweep"] == sweep]
+    if "threads" not in d or d["threads"].isna().all():
+        return None
+    mixed = []
+    for (method, ds), g in d.groupby(["method", "dataset"], sort=False):
+        counts = sorted({int(t) for t in g["threads"].dropna()})
+        if len(counts) > 1:
+            mixed.append(f"{names.method(method)} on {names.dataset(ds)} ({', '.join(map(str, counts))} threads)")
+    if not mixed:
+        return None
+    return ("Seeds run with different torch thread counts (results can differ in about the 4th decimal from "
+            "the thread count alone): " + "; ".join(mixed) + ".")

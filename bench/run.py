@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from bench.data import CrossModalData
-from bench.environment import peak_rss_mb
+from bench.environment import RunMemory
 from bench.errors import BenchError
 from bench.method import FitContext, validation_map
 from bench.params import build
@@ -36,7 +36,16 @@ from bench.registry import get_dataset, get_method
 from bench.spec import RunSpec
 from bench.splits import MissingSpec, Split, missing_mask
 from bench.sweep_entries import get_dataset_params
-from bench.tracking import Tracker, child_params, child_tags, epoch_metrics, run_name, scalar_metrics, section
+from bench.tracking import (
+    RunLabels,
+    Tracker,
+    child_params,
+    child_tags,
+    epoch_metrics,
+    run_name,
+    scalar_metrics,
+    section,
+)
 
 
 def load_dataset(spec: RunSpec, cache_root: Path) -> CrossModalData:
@@ -144,6 +153,8 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
         ctx.on_report.append(lambda epoch, _val: probe.append({"epoch": epoch,
                                                                 **_test_maps(method, data, split, device)}))
     seed_everything(spec.seed)
+    memory = RunMemory()
+    memory.start()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -165,7 +176,7 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
             best = max(probe, key=lambda row: row["map_avg"])
             out["test_selected"] = {**best, "note": "epoch chosen on TEST mAP as in published code: optimistic"}
         out["timings"]["eval_s"] = time.perf_counter() - t1
-    out["memory"] = {"peak_rss_mb": peak_rss_mb()}
+    out["memory"] = memory.fields()
     if device.type == "cuda":
         out["memory"]["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
@@ -199,10 +210,14 @@ def epoch_lines(spec: RunSpec, ctx: FitContext, echo: Callable[[str], None],
 # --- one run to a written record ---------------------------------------------------------------
 
 
-def record_base(spec: RunSpec, position: int, environment: dict[str, Any]) -> dict[str, Any]:
+def record_base(spec: RunSpec, position: int, environment: dict[str, Any],
+                invocation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fields every record of `spec` starts with (before the run)."""
-    return {"key": spec.key, "spec": dataclasses.asdict(spec), "position": position,  # order in the sweep file
+    base = {"key": spec.key, "spec": dataclasses.asdict(spec), "position": position,  # order in the sweep file
             "started": datetime.now(UTC).isoformat(timespec="seconds"), "environment": environment}
+    if invocation:
+        base["invocation"] = invocation
+    return base
 
 
 def finish_record(record: dict[str, Any], results: Path, t0: float) -> dict[str, Any]:
@@ -221,17 +236,20 @@ def failure_fields(exc: BaseException) -> dict[str, Any]:
 
 def run_one(spec: RunSpec, data: CrossModalData, split: Split, device: torch.device, tracker: Tracker,
             results: Path, *, position: int = 0, environment: dict[str, Any] | None = None,
-            echo: Callable[[str], None] | None = None, show_progress: bool = False) -> dict[str, Any]:
+            echo: Callable[[str], None] | None = None, show_progress: bool = False,
+            labels: RunLabels | None = None, invocation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one spec to a written record (status ok, or failed with its reason) and return it.
 
     `tracker` must never raise (wrap a real one in `SafeTracker`). `echo` receives one line per
-    epoch when no progress bar is shown; `environment` is the process's (`bench.environment`).
+    epoch when no progress bar is shown; `environment` is the process's (`bench.environment`);
+    `labels` name the run's configuration in MLflow; `invocation` (the command line, its
+    overrides, the resolved sweep) is stored in the record.
     """
     t0 = time.perf_counter()
     env = environment or {}
-    base = record_base(spec, position, env)
-    run_id = tracker.start_child(run_name(spec), child_params(spec.params, _harness(spec, data)),
-                                 child_tags(spec, env.get("git_commit", "")))
+    base = record_base(spec, position, env, invocation)
+    run_id = tracker.start_child(run_name(spec, labels), child_params(spec.params, _harness(spec, data)),
+                                 child_tags(spec, env.get("git_commit", ""), labels))
     tracker.log_dataset(run_id, spec.dataset_label, input_digest(data.fingerprint(), split),
                         f"{spec.dataset}:{json.dumps(spec.dataset_params, sort_keys=True)}",
                         {"train": len(split.train), "val": len(split.val), "test": len(split.test),

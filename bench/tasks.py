@@ -29,7 +29,7 @@ from bench.records import read_record, record_path
 from bench.run import failure_fields, finish_record, load_dataset, record_base, run_one
 from bench.spec import RunSpec
 from bench.splits import Split, SplitSpec, get_split
-from bench.tracking import MlflowTracker, NullTracker, RetryingTracker, SafeTracker, Tracker
+from bench.tracking import MlflowTracker, NullTracker, RetryingTracker, RunLabels, SafeTracker, Tracker
 
 PROGRESS_TOPIC = "bench-progress"
 SQLITE_TIMEOUT_S = 60  # busy timeout of the embedded sqlite MLflow store with many writers
@@ -50,6 +50,8 @@ class RunContext:
     parent_run_id: str | None = None
     plugin_roots: tuple[str, ...] = ()
     threads: int | None = None
+    labels: dict[str, RunLabels] = field(default_factory=dict)  # run key -> names in MLflow
+    invocation: dict[str, Any] = field(default_factory=dict)  # command line, overrides, resolved sweep
 
     @property
     def token(self) -> str:
@@ -254,10 +256,11 @@ def run_task(ctx: RunContext, spec: RunSpec, *, tracker: Tracker | None = None, 
             data = state.cache.data(spec)
             split = state.cache.split(spec, data)
         except Exception as exc:  # the dataset or its split failed: every run of it fails the same way
-            record = {**record_base(spec, position, state.environment), **failure_fields(exc)}
+            record = {**record_base(spec, position, state.environment, ctx.invocation), **failure_fields(exc)}
             return summary(finish_record(record, Path(ctx.results), 0.0), reused=False)
         rec = run_one(spec, data, split, state.device, state.tracker, Path(ctx.results), position=position,
-                      environment=state.environment, echo=echo, show_progress=show_progress)
+                      environment=state.environment, echo=echo, show_progress=show_progress,
+                      labels=ctx.labels.get(spec.key), invocation=ctx.invocation)
         return summary(rec, reused=False)
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,17 +58,35 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_name(spec: Any) -> str:
-    """What differs inside an experiment leads: `pgnn_con/no_gan · synthetic · s0`."""
-    return f"{spec.method_label} · {spec.dataset_label} · s{spec.seed}"
+@dataclass(frozen=True)
+class RunLabels:
+    """How a run is named where configurations meet: its configuration's label as the report writes
+    it (`cca [dim=8]`: what differs from the sweep file's definition), its dataset's (`synthetic
+    [n=500]`), and the configuration's id (the same for every seed of one configuration)."""
+
+    config: str
+    dataset: str
+    config_id: str = ""
 
 
-def child_tags(spec: Any, git_commit: str) -> dict[str, str]:
+def run_name(spec: Any, labels: RunLabels | None = None) -> str:
+    """What differs inside an experiment leads: `cca [dim=8] · synthetic · s0`."""
+    config, dataset = (labels.config, labels.dataset) if labels else (spec.method_label, spec.dataset_label)
+    return f"{config} · {dataset} · s{spec.seed}"
+
+
+def child_tags(spec: Any, git_commit: str, labels: RunLabels | None = None) -> dict[str, str]:
     """Tags of a run: method, family, variant (`full` for the family's own model), dataset, seed, run
-    key, commit and whether the working tree had uncommitted changes."""
-    return {"method": spec.method, "family": spec.family, "variant": spec.method.partition("/")[2] or "full",
-            "dataset": spec.dataset_label, "seed": str(spec.seed), "run_key": spec.key,
-            "method_label": spec.method_label, **commit_tags(git_commit), "bench.role": "run"}
+    key, configuration label and id (the grouped view groups by them), commit and whether the
+    working tree had uncommitted changes."""
+    labels = labels or RunLabels(spec.method_label, spec.dataset_label)
+    tags = {"method": spec.method, "family": spec.family, "variant": spec.method.partition("/")[2] or "full",
+            "dataset": labels.dataset, "seed": str(spec.seed), "run_key": spec.key,
+            "method_label": spec.method_label, "config": labels.config, **commit_tags(git_commit),
+            "bench.role": "run"}
+    if labels.config_id:
+        tags["config_id"] = labels.config_id
+    return tags
 
 
 def child_params(method_params: dict[str, Any], harness: dict[str, Any]) -> dict[str, Any]:

@@ -167,3 +167,16 @@ def test_report_without_records_is_an_error_saying_what_to_do(tmp_path):
 def test_an_unknown_format_is_an_error(results):
     with pytest.raises(BenchError, match="unknown report format 'rst'"):
         report(results, fmt="rst")
+
+
+def test_the_report_says_when_the_seeds_of_a_row_ran_with_different_thread_counts(tmp_path):
+    for seed, threads in ((0, 1), (1, 2), (2, 2)):
+        rec = _record("cca", seed, 0.5 + seed / 100, 0.4)
+        rec["environment"] = {"torch_threads": threads}
+        _write(tmp_path, rec)
+        same = _record("label_regression", seed, 0.6, 0.4)
+        same["environment"] = {"torch_threads": 2}
+        _write(tmp_path, same)
+    text = report(tmp_path)
+    note = next(line for line in text.splitlines() if "different torch thread counts" in line)
+    assert "cca on synthetic (1, 2 threads)" in note and "label_regression" not in note

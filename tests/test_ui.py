@@ -72,7 +72,8 @@ def test_ui_serves_the_runs_and_prints_a_grouped_link_per_sweep(finished):
         assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
         assert all(r.info.status == "FINISHED" and "test/map_avg" in r.data.metrics for r in runs)
         view = json.loads(client.get_experiment(m.group(1)).tags[f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"])
-        assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["method", "dataset"]
+        assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["config", "dataset"]
+        assert "FINISHED" in view["searchFilter"]
         assert "metrics.`test/map_avg`" in view["selectedColumns"]
     finally:
         os.killpg(proc.pid, signal.SIGINT)
