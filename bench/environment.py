@@ -28,7 +28,10 @@ def git_commit() -> str:
 
 
 def commit_tags(commit: str) -> dict[str, str]:
-    """MLflow tags of a commit string from `git_commit`: the commit and whether the tree was dirty."""
+    """MLflow tags of a commit string from `git_commit`: the commit and whether the tree was dirty
+    ('unknown' outside a git checkout, where there is no commit to be dirty against)."""
+    if not commit:
+        return {"git_commit": "", "git_dirty": "unknown"}
     return {"git_commit": commit.removesuffix("-dirty"), "git_dirty": str(commit.endswith("-dirty")).lower()}
 
 

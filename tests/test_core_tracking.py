@@ -196,3 +196,13 @@ def test_a_dirty_working_tree_is_tagged_and_the_full_model_is_variant_full():
     assert (tags["git_commit"], tags["git_dirty"], tags["variant"]) == ("abc123", "true", "full")
     spec.method = "pgnn_con/no_gan"
     assert child_tags(spec, "abc123")["git_dirty"] == "false" and child_tags(spec, "abc")["variant"] == "no_gan"
+
+
+def test_outside_a_git_checkout_the_dirtiness_of_the_tree_is_unknown_not_false():
+    from types import SimpleNamespace
+
+    from bench.tracking import child_tags
+
+    spec = SimpleNamespace(method="cca", family="cca", dataset_label="synthetic", seed=0, key="k", method_label="cca")
+    tags = child_tags(spec, "")
+    assert (tags["git_commit"], tags["git_dirty"]) == ("", "unknown")
