@@ -16,13 +16,13 @@ common-space dimension; in the classifiers cos(a, b) = a.b / (|a| |b| + 1e-6), a
   H_0: the dataset's label embeddings (GloVe vectors in the paper); without them a learnable
   U(0, 1) matrix, as released (`label_input`).
   P-GNN (`pgnn_con`), a fixed graph from the training labels (cooc_ij = items labelled i and j,
-  n_j = items labelled j):  A_ij = [cooc_ij / n_j >= t],  M = 0.5 A + I,
-  Â = D^-1/2 M' D^-1/2 with D the row sums of M. The ratio divides by the COLUMN label's count,
-  as released (ML-GCN divides by the row label's).
+  n_j = items labelled j, `t` the edge threshold):  A_ij = [cooc_ij / n_j >= `t`] (i != j),
+  M = 0.5 A + I, Â = D^-1/2 M' D^-1/2 with D the row sums of M. The ratio divides by the COLUMN
+  label's count, as released (ML-GCN divides by the row label's).
   I-GNN (`ignn_con`), a graph learnt with H_0 (learnable here whatever its source):
-  A0 = thr_t(cos(H0_init, H0_init)),  S = thr_t(mean_k cos(H_0 * w_k, H_0 * w_k)) over k learnable
-  vectors w_k ~ U(0.3, 0.6),  Â = norm(0.5 A0 + 0.5 S), recomputed every forward pass; thr_t sets
-  entries below t to 0, and the release thresholds the mean, not each of the k graphs.
+  A0 = thr(cos(H0_init, H0_init)),  S = thr(mean_k cos(H_0 * w_k, H_0 * w_k)) over k learnable
+  vectors w_k ~ U(0.3, 0.6),  Â = norm(0.5 A0 + 0.5 S), recomputed every forward pass; thr sets
+  entries below `t` to 0, and the release thresholds the mean, not each of the k graphs.
   GAT option (`conv: gat`): single-head attention layers, each followed by ELU; P-GNN masks the
   attention with the un-normalised 0.5 A + I, I-GNN with its Â (as released).
   Dual adversarial networks: decoders G_it = BN -> Linear(D, 512) -> LeakyReLU_0.2 ->
@@ -43,8 +43,9 @@ Loss of a batch of n items (`common.losses`):
     L_nll = sum over (u, u), (u, v), (v, v) of mean_ij [log(1 + e^theta_ij) - S_ij theta_ij],
         theta_ij = a_i . b_j / max(|a_i| |b_j|, 1e-6) / 2, S_ij = y_i . y_j (the number of shared
         labels, as DSCMR's release counts them), i = j included                               (DAGNN)
-    L_gan = CE(D_x(x), image) + CE(D_x(G_ti(v)), text) + CE(D_t(t), text) + CE(D_t(G_it(u)), image):
-        the discriminators' classes are the modalities (image 1, text 0), as released.
+    L_gan = CE(D_x(x_i), image) + CE(D_x(G_ti(v_i)), text) + CE(D_t(t_i), text) + CE(D_t(G_it(u_i)), image),
+        each term a mean over the batch; the discriminators' classes are the modalities (image 1,
+        text 0), as released.
   One Adam step (lr 5e-5, betas (0.5, 0.999)) on L trains every part: behind the gradient
   reversal the discriminators minimise L_gan while encoders and decoders maximise it, which
   strips modality-specific information from u and v.

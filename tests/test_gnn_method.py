@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.errors import ConfigError
-from bench.method import FitContext
+from bench.method import FitContext, validation_map
 from bench.params import build
 from bench.registry import get_dataset, get_method, load_plugins
 from bench.splits import MissingSpec, SplitSpec, compute_split, missing_mask
@@ -151,3 +151,18 @@ def test_a_model_without_a_label_graph_logs_no_adjacency(parts):
     ctx = FitContext(seed=0)
     _method("pgnn_con/no_gnn", epochs=1).fit(train, val, ctx)
     assert "label_adjacency" not in ctx.artifacts
+
+
+def test_epochs_zero_leaves_an_untrained_model_that_training_beats():
+    cls = get_dataset("synthetic")
+    data = cls(build(cls.Params, {"n": 400, "image_dim": 48, "text_dim": 32, "seed": 1}, "ds")).load()
+    split = compute_split(data, SplitSpec())
+    train, val = data.subset(split.train), data.subset(split.val)
+    params = {"D": 64, "layers": 2, "batch": 50, "lr": 1e-3}
+    untrained, ctx = _method("pgnn_con", epochs=0, **params), FitContext(seed=0)
+    untrained.fit(train, val, ctx)
+    assert ctx.history == [] and ctx.best_epoch is None
+    trained = _method("pgnn_con", epochs=8, **params)
+    trained.fit(train, val, FitContext(seed=0))
+    before, after = validation_map(untrained, val), validation_map(trained, val)
+    assert after > before + 0.05, (before, after)
