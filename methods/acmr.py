@@ -4,7 +4,7 @@ Written from the paper and the facts of the authors' TensorFlow release (cuishuh
 NUS-WIDE-10k), not from its code.
 
 Model:
-    v = P_img(x): d_img -> 4096 -> 1000 -> 40,  t = P_txt(t): d_txt -> 1000 -> 300 -> 40
+    v = P_img(image): d_img -> 4096 -> 1000 -> 40,  t = P_txt(text): d_txt -> 1000 -> 300 -> 40
         (tanh after EVERY layer, so the common space is (-1, 1)^40; Xavier-uniform weights,
         zero biases)
     label classifier: one Linear(40 -> c) shared by both modalities

@@ -1,4 +1,5 @@
-"""ALGCN: Adaptive Label-aware Graph Convolutional Networks (Qian, Xue, Fang, Xu, TMM 2021).
+"""ALGCN (S. Qian, D. Xue, Q. Fang, C. Xu, "Adaptive Label-Aware Graph Convolutional Networks for
+Cross-Modal Retrieval", IEEE Transactions on Multimedia, 2021).
 
 Written from the paper and the facts of the authors' PyTorch release (LivXue/ALGCN on GitHub), not
 from its code.

@@ -21,7 +21,9 @@ load_plugins()
 from _bench_plugins.methods.common.incomplete import RowMasks, fill_plan  # noqa: E402
 from _bench_plugins.methods.gnn_con import GNNCon  # noqa: E402
 
-GNN_FAMILY = sorted(name for name, e in method_entries().items() if issubclass(e.cls, GNNCon))
+# every family of GNNCon, and every ablation once (the pgnn_con ones: each switches a term or a module off)
+GNN_FAMILY = sorted(name for name, e in method_entries().items()
+                    if issubclass(e.cls, GNNCon) and (e.variant is None or e.family == "pgnn_con"))
 
 # ops that copy a device value to the host (a synchronisation on CUDA)
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
