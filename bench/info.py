@@ -96,6 +96,10 @@ def method_info(name: str) -> list[str]:
     rows = [(name, tp, f"{entry.fixed[name]!r} (fixed)" if name in entry.fixed else default, rng, text)
             for name, tp, default, rng, text in param_rows(cls.Params)]
     lines += ["  " + line for line in _table(rows, ("name", "type", "default", "range", "help"))]
+    if any(f.name == "precision" for f in dataclasses.fields(cls.Params)):
+        from bench.hardware import precision_note
+
+        lines += ["", f"precision, fast on this machine: {precision_note()}"]
     if cls.presets:
         lines += ["", "presets (per dataset; override the defaults, see the README's precedence):"]
         for dataset, values in cls.presets.items():

@@ -33,9 +33,19 @@ class Method:
 
     Subclasses set `name`, `description`, a `Params` dataclass (typed hyperparameters with
     defaults, see `bench.params.spec`), optionally `variants` (ablations fixing some
-    parameters) and `presets` (per-dataset defaults, e.g. the released hyperparameters).
-    The harness calls `fit(train, val, ctx)` once, then `encode(image=..., text=...)`.
+    parameters), `presets` (per-dataset defaults, e.g. the released hyperparameters) and
+    `test_params`. The harness calls `fit(train, val, ctx)` once, then `encode(image=..., text=...)`.
     Plugins never touch files, MLflow or Optuna: all they need comes from `ctx`.
+
+    `supports_missing`: the method learns from training rows that lack a modality (it reads
+    `train.image_present` / `train.text_present`); otherwise the harness's `missing_policy`
+    drops or zero-fills such rows before `fit`.
+
+    `test_params`: parameter values that make a fit on a few hundred synthetic rows take well
+    under a second on a CPU (a few epochs, small widths), like benchopt's `test_config`. The
+    test suite trains every registered method and variant with them and checks what comes out,
+    so a new plugin is tested without being added to any list. Empty (the defaults) suits a
+    closed-form method that is fast already.
     """
 
     name: ClassVar[str] = ""
@@ -44,7 +54,7 @@ class Method:
     variants: ClassVar[dict[str, Variant]] = {}
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     supports_missing: ClassVar[bool] = False
-    iterative: ClassVar[bool] = False  # trained over epochs (uses ctx.report)
+    test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()

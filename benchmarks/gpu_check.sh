@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 13, prepared to run as ONE call on a lent GPU machine (about 6-8 minutes
+# The GPU check, prepared to run as ONE call on a lent GPU machine (about 6-8 minutes
 # on one H200). What it runs, each step logged to $OUT/<step>.log:
 #   env         nvidia-smi, torch and CUDA versions
 #   tests       tests/test_cuda.py and the CUDA test of the metrics: no host synchronisation in a
@@ -53,7 +53,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, one summar
   tail -n "${TAIL:-30}" "$OUT/$name.log"
 }
 
-{ uptime; nvidia-smi 2>&1 | head -20; python3 -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"; } > "$OUT/env.log" 2>&1
+{ uptime; nvidia-smi 2>&1 | head -20; python3 -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"; python3 -c "from bench.hardware import cpu_summary; print(cpu_summary())"; } > "$OUT/env.log" 2>&1
 cat "$OUT/env.log"
 
 if [ "$DEV" = "cpu" ]; then  # dry run of the script on a machine without a GPU: small shapes

@@ -9,12 +9,14 @@ after fit + encode of all rows; the difference is what KCCA itself adds.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
 import numpy as np
 
 from bench.data import make_data
+from bench.hardware import cpu_summary
 from bench.method import FitContext
 from bench.params import build
 from bench.registry import get_method
@@ -48,6 +50,7 @@ def main() -> None:
     print(f"n={args.n} rank={args.rank} image={args.image_dim}-d text={args.text_dim}-d: "
           f"peak RSS after loading {base:.0f} MiB, after fit+encode {peak_mb():.0f} MiB "
           f"(KCCA adds {peak_mb() - base:.0f} MiB); fit+encode {dt:.1f} s; embeddings {img.shape}, {txt.shape}")
+    print(f"{cpu_summary()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

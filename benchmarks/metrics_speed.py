@@ -26,6 +26,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from bench.hardware import cpu_summary  # noqa: E402
 from bench.metrics import DEFAULT_MAX_BYTES, mean_average_precision  # noqa: E402
 
 TOLERANCE = 1e-6
@@ -116,6 +117,7 @@ def main() -> int:
     if args.memory_child:
         memory_child(args.memory_child, args.dim, args.labels)
         return 0
+    print(cpu_summary())
     status = 0 if args.memory_only else speed(args.n, args.dim, args.labels, args.device)
     if args.memory:
         # A fresh process, so the peak is not inflated by the speed comparison's arrays.

@@ -1,5 +1,6 @@
 """The authors' released training step (LivXue/GNN4CMR, P-GNN with GCN), re-implemented from the
-equations and facts of design/METHOD.md for timing side by side with ours (our own code).
+paper's equations and the facts of the release (see methods/gnn_con.py) for timing side by side
+with ours (our own code).
 
 It runs on the modules of one of our `GNNConModel`s (same layers, same weights), but computes the
 way the release does: each prediction, decoder and discriminator output separately, three

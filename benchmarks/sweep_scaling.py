@@ -1,6 +1,6 @@
 """Wall time of the same small sweep serially and on 1 and 2 Dask workers, interleaved.
 
-The target of issue 13 is 2 workers <= 0.6 of serial wall time on 2 cores. "Serial" is printed
+The target is 2 workers <= 0.6 of serial wall time on 2 cores. "Serial" is printed
 three ways: 1 Dask worker (one thread, the same code path), the plain runner with one thread, and
 the plain runner with torch's default threads (2 here), which is what `bench run` does without
 --workers. Each measurement is a fresh `bench run` process into a fresh results folder (the dataset split
@@ -8,7 +8,8 @@ cache is shared, as in real use), so start-up, cluster start, dispatch and recor
 all counted. Sweeps of k and 2k runs separate the per-run dispatch overhead (the marginal cost
 of a run on 1 worker over serial: target < 1 s) from the fixed cost of an invocation (cluster
 start and stop, each worker process importing torch). Prints medians over the repeats, the
-ratio of 2 workers to serial on the 2k sweep (target <= 0.6 on 2 cores) and `uptime`.
+ratio of 2 workers to serial on the 2k sweep (target <= 0.6 on 2 cores), `uptime`, and the CPU
+(model, torch capability, whether bf16 is native).
 
     python benchmarks/sweep_scaling.py [--runs 4] [--epochs 60] [--n 4000] [--repeats 2] [--mlflow]
 """
@@ -24,6 +25,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from bench.hardware import cpu_summary  # noqa: E402
 
 SWEEP = """
 name: scaling
@@ -86,6 +90,7 @@ def main() -> None:
         cache = work / "cache"
         cache.mkdir()
         one(sweeps[k], work, cache, [], args.mlflow)  # warm the split cache and the OS file cache
+        print(cpu_summary())
         print(f"before: {uptime()}")
         names = list(configs)
         for r in range(args.repeats):  # interleaved, the order rotated each repeat

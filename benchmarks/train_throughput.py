@@ -6,7 +6,7 @@ one pass, and the figures are medians over `--reps` repetitions (samples/s, and 
 variants within each repetition, with its range), so load on a shared machine hits every
 variant alike.
 Variants (each its own model copy, same initial weights):
-  release       the release's training step re-implemented from METHOD.md (benchmarks/release_step.py)
+  release       the release's training step re-implemented from its equations (benchmarks/release_step.py)
   fp32          ours, default settings
   bf16          ours, precision: bf16 (autocast)
   compile       ours, compile: true (torch.compile, inductor)
@@ -19,8 +19,8 @@ step; and the test mAP (mean of image->text and text->image) after a small sweep
 (synthetic data, `--map-n` items, `--map-epochs` epochs) of each variant through `fit` (the release
 step through its own loop).
 
-Shapes (`--shape`, DATASETS.md; the released batch size of each is the default `--batch`):
-mirflickr 4,096-d image, 1,386-d text, 24 labels, batch 100; nuswide 4,096 / 1,000 / 21, batch
+Shapes (`--shape`: the standard features of each dataset; the released batch size of each is the
+default `--batch`): mirflickr 4,096-d image, 1,386-d text, 24 labels, batch 100; nuswide 4,096 / 1,000 / 21, batch
 2,048; mscoco 4,096 / 2,026 / 80, batch 512. All with 300-d label embeddings and D 1,024.
 
     python benchmarks/train_throughput.py [--device cpu|cuda|auto] [--shape mirflickr] [--batch N]
@@ -41,6 +41,7 @@ import torch
 from tabulate import tabulate
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from bench.hardware import cpu_summary
 from bench.method import FitContext, resolve_device, validation_map
 from bench.params import build
 from bench.registry import get_dataset, get_method
@@ -213,7 +214,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="mirflickr",
-                    help="feature and label dimensions of a standard benchmark (DATASETS.md)")
+                    help="feature and label dimensions of a standard benchmark")
     ap.add_argument("--batch", type=int, default=None, help="default: the released batch of --shape")
     ap.add_argument("--D", type=int, default=1024, help="common-space dimension")
     ap.add_argument("--steps", type=int, default=10, help="steps per variant per repetition")
@@ -232,6 +233,7 @@ def main() -> None:
         sys.exit(f"unknown variant(s) {unknown}; choose from release, {', '.join(OURS)}")
     device = resolve_device(args.device)
     load = os.getloadavg()
+    print(cpu_summary())
     print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; shape {args.shape} {SHAPES[args.shape][:3]}, "
           f"batch {args.batch}, D {args.D}")

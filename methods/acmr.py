@@ -1,16 +1,16 @@
 """ACMR: Adversarial Cross-Modal Retrieval (Wang, Yang, Xu, Hanjalic, Shen, ACM MM 2017).
 
-Written from design/BASELINES.md and the facts of the release (cuishuhao/ACMR, TensorFlow,
-NUS-WIDE-10k), not its code.
+Written from the paper and the facts of the authors' TensorFlow release (cuishuhao/ACMR on GitHub,
+NUS-WIDE-10k), not from its code.
 
 Model:
-    v = P_img(x): d_img -> 4096 -> 1000 -> 40,  t = P_txt(t): d_txt -> 1000 -> 300 -> 40
+    v = P_img(image): d_img -> 4096 -> 1000 -> 40,  t = P_txt(text): d_txt -> 1000 -> 300 -> 40
         (tanh after EVERY layer, so the common space is (-1, 1)^40; Xavier-uniform weights,
         zero biases)
     label classifier: one Linear(40 -> c) shared by both modalities
     modality classifier D: gradient reversal (lambda_p) -> Linear 40 -> 20 -> 10 -> 2, no
         activations between
-Losses (`baseline_losses`):
+Losses (`common.baseline_losses`):
     L_lab = mean_i CE(W v_i, y_i) + mean_i CE(W t_i, y_i)     softmax CE on single-label data;
             on multi-label data sum_k BCE over the labels of a row (`label_loss`)
     L_sim = ||V - T||_F over the batch                          (a Frobenius norm, not a mean)
@@ -57,7 +57,8 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.baseline_losses import acmr_dissimilarity, acmr_label_loss, dann_lambda, frobenius_distance, modality_loss
-from .common.layers import encode_in_batches, reverse_gradient
+from .common.layers import reverse_gradient
+from .common.training import EpochMeans, encode_pair, require_fitted, seeded, shuffled_batches, train_tensors
 
 
 @dataclass
@@ -117,9 +118,10 @@ class ACMR(Method):
     description = "ACMR (MM 2017): tanh projectors, label + pair losses, modality classifier behind gradient reversal"
     Params = ACMRParams
     supports_missing = True
-    iterative = True
-    # The release has one setting (NUS-WIDE-10k); BASELINES.md gives no per-dataset values.
+    # The release has one setting (NUS-WIDE-10k), so there are no per-dataset presets.
     presets: dict[str, dict[str, Any]] = {}
+    test_params = {"epochs": 3, "batch": 40, "image_hidden": [32, 24], "text_hidden": [24, 16], "dim": 16,
+                   "lr": 1e-2}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -132,8 +134,7 @@ class ACMR(Method):
     def build(self, train: CrossModalData, ctx: FitContext) -> ACMRModel:
         """The untrained model and its two optimisers, initialised from the run seed."""
         p = self.params
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             model = ACMRModel(train.image.shape[1], train.text.shape[1], p, train.num_labels)
         self.model, self.device = model.to(ctx.device), ctx.device
         betas = (p.adam_beta1, p.adam_beta2)
@@ -171,34 +172,24 @@ class ACMR(Method):
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         p, dev = self.params, ctx.device
         model = self.build(train, ctx)
-        x, t = torch.as_tensor(train.image, device=dev), torch.as_tensor(train.text, device=dev)
-        y = torch.as_tensor(train.labels, device=dev).float()
-        im = None if train.image_present is None else torch.as_tensor(train.image_present, device=dev)
-        tm = None if train.text_present is None else torch.as_tensor(train.text_present, device=dev)
+        data = train_tensors(train, dev)
         gen = ctx.generator()
 
         def epoch(e: int) -> dict[str, float]:
             lam = p.adv_weight * dann_lambda((e - 1) / max(1, p.epochs))
-            batches = list(torch.randperm(train.n, generator=gen).to(dev).split(p.batch))
+            batches = shuffled_batches(train.n, p.batch, gen, dev)
             if len(batches) > 1 and batches[-1].numel() < p.batch:
                 batches.pop()  # the release drops the last incomplete batch
-            sums: dict[str, torch.Tensor] = {}
+            means = EpochMeans()
             for idx in batches:
-                parts = self.train_step(x[idx], t[idx], y[idx], lam, None if im is None else im[idx],
-                                        None if tm is None else tm[idx])
-                for k, val_ in parts.items():
-                    sums[k] = sums.get(k, 0.0) + val_.detach()
-            return {"lambda": lam, **{k: float(s) / len(batches) for k, s in sums.items()}}
+                b = data.rows(idx)
+                means.add(self.train_step(b.image, b.text, b.labels, lam, b.image_present, b.text_present))
+            return {"lambda": lam, **means.means()}
 
         run_epochs(ctx, model, epoch, lambda: validation_map(self, val, device=dev), p.epochs, p.patience)
 
-    @torch.no_grad()
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The projectors' outputs (in (-1, 1)^dim), float32."""
-        if getattr(self, "model", None) is None:
-            raise RuntimeError(f"{self.name}: call fit() before encode()")
-        self.model.eval()
-
-        return (encode_in_batches(self.model.img, image, self.device, self.params.dim),
-                encode_in_batches(self.model.txt, text, self.device, self.params.dim))
+        require_fitted(self)
+        return encode_pair(self.model, self.model.img, self.model.txt, image, text, self.device, self.params.dim)

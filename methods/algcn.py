@@ -1,6 +1,8 @@
-"""ALGCN: Adaptive Label-aware Graph Convolutional Networks (Qian, Xue, Fang, Xu, TMM 2021).
+"""ALGCN (S. Qian, D. Xue, Q. Fang, C. Xu, "Adaptive Label-Aware Graph Convolutional Networks for
+Cross-Modal Retrieval", IEEE Transactions on Multimedia, 2021).
 
-Written from design/BASELINES.md and the facts of the release (LivXue/ALGCN), not its code.
+Written from the paper and the facts of the authors' PyTorch release (LivXue/ALGCN on GitHub), not
+from its code.
 
 Model:
     f = ReLU(W_img x + b),  g = ReLU(W_txt t + b')                  instance branch (retrieval features)
@@ -11,7 +13,7 @@ Model:
   H_0 (c x 300): a learnable matrix initialised U(0, 1) (release default), or the dataset's
   label embeddings kept frozen (`label_input: given`). B starts at 0.02 U(0, 1), is not
   symmetrised, and learns with 100x the base learning rate.
-Loss (`baseline_losses.algcn_loss`):
+Loss (`common.baseline_losses.algcn_loss`):
     L = L_cla + 0.2 L_nll + 0.5 L_ss
     L_cla = mean_i ||yhat_i^img - y_i||_2 + mean_i ||yhat_i^txt - y_i||_2
     L_nll = DSCMR's J2 on (f, g): count-valued S_ij = y_i . y_j, i = j kept
@@ -51,7 +53,8 @@ from bench.registry import register_method
 
 from .common.baseline_losses import algcn_loss, eps_cosine_prediction
 from .common.graphs import cooccurrence, normalize_adjacency
-from .common.layers import LabelGNN, encode_in_batches
+from .common.layers import LabelGNN
+from .common.training import EpochMeans, encode_pair, require_fitted, seeded, shuffled_batches, train_tensors
 
 
 @dataclass
@@ -127,7 +130,7 @@ class ALGCN(Method):
     Params = ALGCNParams
     presets = RELEASED
     supports_missing = True
-    iterative = True
+    test_params = {"epochs": 5, "batch": 40, "dim": 16, "label_dim": 8, "lr": 1e-2}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -142,8 +145,7 @@ class ALGCN(Method):
         """The untrained model for `train`'s shapes and labels, initialised from the run seed."""
         p = self.params
         a = algcn_adjacency(*cooccurrence(train.labels), p.t)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             if p.label_input == "given":
                 if train.label_embeddings is None:
                     raise ConfigError(f"{self.name}.label_input: 'given' but dataset '{train.name}' has no label "
@@ -158,10 +160,7 @@ class ALGCN(Method):
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         p, dev = self.params, ctx.device
         model = self.build(train, ctx)
-        x, t = torch.as_tensor(train.image, device=dev), torch.as_tensor(train.text, device=dev)
-        y = torch.as_tensor(train.labels, device=dev).float()
-        im = None if train.image_present is None else torch.as_tensor(train.image_present, device=dev)
-        tm = None if train.text_present is None else torch.as_tensor(train.text_present, device=dev)
+        data = train_tensors(train, dev)
         rest = [q for name, q in model.named_parameters() if name != "b"]
         opt = torch.optim.Adam([{"params": rest}, {"params": [model.b], "lr": p.lr * p.b_lr_factor}],
                                lr=p.lr, betas=(p.adam_beta1, p.adam_beta2))
@@ -169,32 +168,25 @@ class ALGCN(Method):
         rate = torch.full(model.a.shape, p.neg_ratio)
 
         def epoch(_: int) -> dict[str, float]:
-            sums: dict[str, torch.Tensor] = {}
-            batches = torch.randperm(train.n, generator=gen).to(dev).split(p.batch)
-            for idx in batches:
-                f, g = model.img(x[idx]), model.txt(t[idx])
+            means = EpochMeans()
+            for idx in shuffled_batches(train.n, p.batch, gen, dev):
+                b = data.rows(idx)
+                f, g = model.img(b.image), model.txt(b.text)
                 adj = model.adjacency()
                 w = model.gnn(model.h0, adj)
                 noises = [torch.bernoulli(rate, generator=noise_gen).to(dev) for _ in range(p.layers)]
-                parts = algcn_loss(f, g, eps_cosine_prediction(f, w), eps_cosine_prediction(g, w), y[idx], adj,
-                                   model.a, noises, p.nll_weight, p.ss_weight,
-                                   None if im is None else im[idx], None if tm is None else tm[idx])
+                parts = algcn_loss(f, g, eps_cosine_prediction(f, w), eps_cosine_prediction(g, w), b.labels, adj,
+                                   model.a, noises, p.nll_weight, p.ss_weight, b.image_present, b.text_present)
                 opt.zero_grad(set_to_none=True)
                 parts["loss"].backward()
                 opt.step()
-                for k, val_ in parts.items():
-                    sums[k] = sums.get(k, 0.0) + val_.detach()
-            return {k: float(s) / len(batches) for k, s in sums.items()}
+                means.add(parts)
+            return means.means()
 
         run_epochs(ctx, model, epoch, lambda: validation_map(self, val, device=dev), p.epochs, p.patience)
 
-    @torch.no_grad()
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The instance features f (images) and g (texts), float32."""
-        if getattr(self, "model", None) is None:
-            raise RuntimeError(f"{self.name}: call fit() before encode()")
-        self.model.eval()
-
-        return (encode_in_batches(self.model.img, image, self.device, self.params.dim),
-                encode_in_batches(self.model.txt, text, self.device, self.params.dim))
+        require_fitted(self)
+        return encode_pair(self.model, self.model.img, self.model.txt, image, text, self.device, self.params.dim)

@@ -1,9 +1,14 @@
-"""Regularised linear CCA (Hotelling 1936; Rasiwasia et al., MM 2010 for cross-modal retrieval).
+"""Regularised linear CCA (H. Hotelling, "Relations between two sets of variates", Biometrika 1936;
+for cross-modal retrieval N. Rasiwasia et al., "A new approach to cross-modal multimedia
+retrieval", ACM MM 2010). Textbook maths; there is no release to follow.
 
-With centred views X, Y: C_xx = X'X/n + r_x I, C_yy likewise, C_xy = X'Y/n, where the ridge
-r = reg * trace(C)/d scales with each view's average variance. Whitening W = C^{-1/2} and the SVD
-W_x C_xy W_y = U S V' give projections A = W_x U_k, B = W_y V_k (k = `dim`). Embeddings are
-scaled by S^power (power 0 = plain canonical variates); retrieval is by cosine.
+Objective: max_{a, b} a'C_xy b subject to a'C_xx a = b'C_yy b = 1, then the next directions
+uncorrelated with the first. With centred views X, Y (training means): C_xx = X'X/n + r_x I,
+C_yy likewise, C_xy = X'Y/n, where the ridge r = reg * trace(C)/d scales with each view's average
+variance. Whitening W = C^{-1/2} and the SVD W_x C_xy W_y = U S V' give projections
+A = W_x U_k, B = W_y V_k (k = `dim`) and the canonical correlations S. Embeddings
+(x - mean_x) A S^power, (y - mean_y) B S^power (power 0 = plain canonical variates); retrieval
+is by cosine. Queries and gallery are centred with the training means.
 The maths lives in methods/common/cca_math.py (shared with kcca, mlcca, dcca). Checked against
 cca-zoo 4.0.1 and scikit-learn 1.9 (tests/test_baselines_shallow.py): with reg = 0 the same
 canonical correlations to 1e-4; cca-zoo's ridge is a shrinkage (1 - c) S + c I on 1/(n-1)
@@ -24,6 +29,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.cca_math import fit_linear_cca, project
+from .common.training import require_fitted
 
 
 @dataclass
@@ -58,4 +64,5 @@ class CCA(Method):
         ctx.log(0, top_correlation=float(s[0]), mean_correlation=float(s.mean()))
 
     def encode(self, image=None, text=None):
+        require_fitted(self, "a")
         return project(image, self.mx, self.a), project(text, self.my, self.b)

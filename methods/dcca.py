@@ -1,6 +1,7 @@
-"""Deep CCA (Andrew, Arora, Bilmes, Livescu, ICML 2013), with the settings of the widely used
-PyTorch release Michaelvll/DeepCCA (the paper trained full-batch with L-BFGS after
-pretraining; design/BASELINES.md). Written from those facts, not from the released code.
+"""Deep CCA (G. Andrew, R. Arora, J. Bilmes, K. Livescu, "Deep Canonical Correlation Analysis",
+ICML 2013), with the settings of the widely used PyTorch release Michaelvll/DeepCCA on GitHub (the
+paper trained full-batch with L-BFGS after pretraining). Written from the paper and the facts of
+that release, not from its code.
 
 Model, per view (f for images, g for texts), hidden sizes `hidden` = [1024, 1024, 1024]:
     h = BN(Sigmoid(Linear(h)))  for each hidden layer      (BatchNorm1d with affine=False)
@@ -46,6 +47,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.cca_math import LinearCCA, dcca_correlation, fit_linear_cca
+from .common.training import require_fitted, seeded, shuffled_batches, train_tensors
 
 ENCODE_BATCH = 4096
 
@@ -87,7 +89,7 @@ class DCCA(Method):
     name = "dcca"
     description = "deep CCA (ICML 2013; PyTorch release settings), linear CCA on the outputs; cosine retrieval"
     Params = DCCAParams
-    iterative = True
+    test_params = {"epochs": 3, "batch": 64, "hidden": [32, 32], "out_dim": 8}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -101,12 +103,10 @@ class DCCA(Method):
         p = self.params
         dev = ctx.device if ctx.device.type != "mps" else torch.device("cpu")  # float64
         self.device, self.dtype = dev, torch.float64 if p.double else torch.float32
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             self.net = DCCANet(train.image.shape[1], train.text.shape[1], list(p.hidden), p.out_dim)
         self.net.to(device=dev, dtype=self.dtype)
-        x = torch.as_tensor(train.image, device=dev, dtype=self.dtype)
-        t = torch.as_tensor(train.text, device=dev, dtype=self.dtype)
+        data = train_tensors(train, dev, self.dtype)
         opt = torch.optim.RMSprop(self.net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
         gen = ctx.generator()
 
@@ -114,11 +114,11 @@ class DCCA(Method):
 
         def train_epoch(epoch: int) -> dict[str, float]:
             current["epoch"] = epoch
-            total, batches = 0.0, 0
-            for idx in torch.randperm(train.n, generator=gen).to(dev).split(p.batch):
-                if idx.numel() < 2:
+            total, batches = 0.0, 0  # a float64 host sum of the one loss
+            for idx in shuffled_batches(train.n, p.batch, gen, dev):
+                if idx.numel() < 2:  # BatchNorm cannot train on one row
                     continue
-                loss = -dcca_correlation(self.net.f(x[idx]), self.net.g(t[idx]), p.out_dim, p.r, p.r)
+                loss = -dcca_correlation(self.net.f(data.image[idx]), self.net.g(data.text[idx]), p.out_dim, p.r, p.r)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -150,8 +150,8 @@ class DCCA(Method):
 
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if getattr(self, "cca", None) is None:
-            raise RuntimeError(f"{self.name}: call fit() before encode()")
+        """The linear CCA projections of the view networks' outputs, float32."""
+        require_fitted(self, "cca")
         img = None if image is None else self.cca.project(self._outputs(image, self.net.f).double(), "x")
         txt = None if text is None else self.cca.project(self._outputs(text, self.net.g).double(), "y")
         return (None if img is None else img.float().cpu().numpy(),

@@ -1,13 +1,14 @@
 """DSCMR: Deep Supervised Cross-Modal Retrieval (Zhen, Hu, Wang, Peng, CVPR 2019).
 
-Written from design/BASELINES.md and the facts of the release (penghu-cs/DSCMR), not its code.
+Written from the paper and the facts of the authors' PyTorch release (penghu-cs/DSCMR on GitHub),
+not from its code.
 
 Model:
     u = W_s ReLU(W_img x + b) + b_s,  v = W_s ReLU(W_txt t + b') + b_s      retrieval features (dim)
     p = W_p u + b_p,  q = W_p v + b_p                                         shared label predictor
   W_img: d_img -> hidden, W_txt: d_txt -> hidden (each + ReLU); W_s: hidden -> dim SHARED, no
   activation; W_p: dim -> c SHARED, no output nonlinearity. PyTorch default initialisation.
-Loss (`baseline_losses.dscmr_loss`):
+Loss (`common.baseline_losses.dscmr_loss`):
     J = J1 + 1e-3 J2 + 0.1 J3
     J1 = mean_i ||p_i - y_i||_2 + mean_i ||q_i - y_i||_2
     J2 = sum over (u,u), (u,v), (v,v) of mean_ij [log(1 + e^theta_ij) - S_ij theta_ij],
@@ -46,7 +47,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.baseline_losses import dscmr_loss
-from .common.layers import encode_in_batches
+from .common.training import EpochMeans, encode_pair, require_fitted, seeded, shuffled_batches, train_tensors
 
 
 @dataclass
@@ -86,10 +87,10 @@ class DSCMR(Method):
     description = "DSCMR (CVPR 2019): shared projection + label predictor, pairwise label-similarity loss"
     Params = DSCMRParams
     supports_missing = True
-    iterative = True
     # The release ships one setting for all datasets (main.py); the ALGCN authors' multi-label
     # runs state no other, so there are no per-dataset presets.
     presets: dict[str, dict[str, Any]] = {}
+    test_params = {"epochs": 3, "batch": 40, "hidden": 32, "dim": 16, "lr": 1e-2}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -100,40 +101,31 @@ class DSCMR(Method):
 
     def fit(self, train: CrossModalData, val: CrossModalData, ctx: FitContext) -> None:
         p, dev = self.params, ctx.device
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             model = DSCMRModel(train.image.shape[1], train.text.shape[1], p.hidden, p.dim, train.num_labels)
         self.model, self.device = model.to(dev), dev
-        x, t = torch.as_tensor(train.image, device=dev), torch.as_tensor(train.text, device=dev)
-        y = torch.as_tensor(train.labels, device=dev).float()
-        im = None if train.image_present is None else torch.as_tensor(train.image_present, device=dev)
-        tm = None if train.text_present is None else torch.as_tensor(train.text_present, device=dev)
+        data = train_tensors(train, dev)
         opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(p.adam_beta1, p.adam_beta2))
         gen = ctx.generator()
 
         def epoch(_: int) -> dict[str, float]:
-            sums: dict[str, torch.Tensor] = {}
-            batches = torch.randperm(train.n, generator=gen).to(dev).split(p.batch)
-            for idx in batches:
-                u, v = model.encode_image(x[idx]), model.encode_text(t[idx])
-                parts = dscmr_loss(u, v, model.predict(u), model.predict(v), y[idx], p.nll_weight, p.pair_weight,
-                                   None if im is None else im[idx], None if tm is None else tm[idx])
+            means = EpochMeans()
+            for idx in shuffled_batches(train.n, p.batch, gen, dev):
+                b = data.rows(idx)
+                u, v = model.encode_image(b.image), model.encode_text(b.text)
+                parts = dscmr_loss(u, v, model.predict(u), model.predict(v), b.labels, p.nll_weight, p.pair_weight,
+                                   b.image_present, b.text_present)
                 opt.zero_grad(set_to_none=True)
                 parts["loss"].backward()
                 opt.step()
-                for k, val_ in parts.items():
-                    sums[k] = sums.get(k, 0.0) + val_.detach()
-            return {k: float(s) / len(batches) for k, s in sums.items()}
+                means.add(parts)
+            return means.means()
 
         run_epochs(ctx, model, epoch, lambda: validation_map(self, val, device=dev), p.epochs, p.patience)
 
-    @torch.no_grad()
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The shared layer's outputs u (images) and v (texts), float32."""
-        if getattr(self, "model", None) is None:
-            raise RuntimeError(f"{self.name}: call fit() before encode()")
-        self.model.eval()
-
-        return (encode_in_batches(self.model.encode_image, image, self.device, self.params.dim),
-                encode_in_batches(self.model.encode_text, text, self.device, self.params.dim))
+        require_fitted(self)
+        return encode_pair(self.model, self.model.encode_image, self.model.encode_text, image, text, self.device,
+                           self.params.dim)

@@ -1,67 +1,81 @@
-"""Multi-label contrastive learning with dual adversarial graph neural networks (TPAMI 2023),
-its ablations, and its AAAI 2021 predecessor DAGNN.
+"""The TPAMI 2023 model (multi-label contrastive learning with dual adversarial graph neural
+networks), its ablations, and its AAAI 2021 predecessor DAGNN.
 
-Qian, Xue, Fang, Xu, "Integrating Multi-Label Contrastive Learning With Dual Adversarial Graph
-Neural Networks for Cross-Modal Retrieval", TPAMI 45(4) 2023; written from the paper and the
-facts of the released code (design/METHOD.md), not from the code itself.
+Papers: S. Qian, D. Xue, Q. Fang, C. Xu, "Integrating Multi-Label Contrastive Learning With Dual
+Adversarial Graph Neural Networks for Cross-Modal Retrieval", IEEE TPAMI 45(4), 2023 (DOI
+10.1109/TPAMI.2022.3188547); S. Qian, D. Xue et al., "Dual Adversarial Graph Neural Networks for
+Multi-label Cross-modal Retrieval", AAAI 2021 (DAGNN). Written from the paper and the facts of
+the authors' PyTorch release (LivXue/GNN4CMR on GitHub), not from its code.
 
-Model (one screen):
-    u = ReLU(Linear(BN(x))),  v = ReLU(Linear(BN(t)))                    encoders -> common space D
-    C = Linear([H_1 .. H_L]),  H_{l+1} = LeakyReLU_0.2(Â H_l W_l)         label GNN, layer aggregation
-    p = cos(u, C), cos(v, C)                                              inter-dependent classifiers
+Model (x_i image and t_i text feature of item i, y_i its multi-hot labels over c labels, D the
+common-space dimension; in the classifiers cos(a, b) = a.b / (|a| |b| + 1e-6), as released):
+    u_i = ReLU(W_u BN(x_i) + b_u),  v_i = ReLU(W_v BN(t_i) + b_v)        encoders into the common space
+    H_{l+1} = LeakyReLU_0.2(Â H_l W_l),  l = 0 .. L-1                    label GNN, no bias
+    C = Linear([H_1, ..., H_L])   (c x D)                                 layer aggregation (else C = H_L)
+    p_ik = cos(u_i, C_k),  q_ik = cos(v_i, C_k)                           inter-dependent label classifiers
+  H_0: the dataset's label embeddings (GloVe vectors in the paper); without them a learnable
+  U(0, 1) matrix, as released (`label_input`).
+  P-GNN (`pgnn_con`), a fixed graph from the training labels (cooc_ij = items labelled i and j,
+  n_j = items labelled j, `t` the edge threshold):  A_ij = [cooc_ij / n_j >= `t`] (i != j),
+  M = 0.5 A + I, Â = D^-1/2 M' D^-1/2 with D the row sums of M. The ratio divides by the COLUMN
+  label's count, as released (ML-GCN divides by the row label's).
+  I-GNN (`ignn_con`), a graph learnt with H_0 (learnable here whatever its source):
+  A0 = thr(cos(H0_init, H0_init)),  S = thr(mean_k cos(H_0 * w_k, H_0 * w_k)) over k learnable
+  vectors w_k ~ U(0.3, 0.6),  Â = norm(0.5 A0 + 0.5 S), recomputed every forward pass; thr sets
+  entries below `t` to 0, and the release thresholds the mean, not each of the k graphs.
+  GAT option (`conv: gat`): single-head attention layers, each followed by ELU; P-GNN masks the
+  attention with the un-normalised 0.5 A + I, I-GNN with its Â (as released).
+  Dual adversarial networks: decoders G_it = BN -> Linear(D, 512) -> LeakyReLU_0.2 ->
+  Linear(512, d_t) -> LeakyReLU_0.2 and G_ti = BN -> Linear(D, 2048) -> ReLU -> Linear(2048, d_x)
+  -> ReLU map u (v) into the text (image) INPUT space; discriminators D_x, D_t, one per input
+  space: gradient reversal -> BN -> d -> d/4 -> d/16 -> 2 (ReLU between).
+
+Loss of a batch of n items (`common.losses`):
     L = alpha L_cla + con_weight L_con + nll_weight L_nll + beta L_gan
-  P-GNN (`pgnn_con`): Â from thresholded training-label co-occurrence (fixed);
-  I-GNN (`ignn_con`): Â from learnable cosine graphs of a learnable H0, recomputed each forward.
-  GAT option (`conv: gat`): ELU after each attention layer; P-GNN masks attention with the raw
-  0.5 A + I, I-GNN with its Â (as released).
-  L_gan: decoders map u (v) into the text (image) INPUT space and end in their activation
-  (LeakyReLU 0.2 / ReLU, as released); one discriminator per input space, behind gradient
-  reversal, so a single Adam step trains both sides of the game. Its output classes are the
-  modalities (image 1, text 0), as released.
-  `dagnn`: alpha = 1, con_weight = 0, nll_weight = 0.2 (DSCMR pairwise loss), beta = 0.2.
+    L_cla = mean_i |p_i - y_i|_2 + mean_i |q_i - y_i|_2
+    L_con = l(u, v) + l(v, u) + gamma (l(u, u) + l(v, v)),
+        l(a, b) = -mean_i sum_j P_ij (z_ij - log sum_j' exp(lse_scale z_ij')),  z_ij = â_i . b̂_j / tau
+        on L2-normalised rows,
+        P_ij = s_ij / sum_j s_ij with s the label similarity: Jaccard |y_i AND y_j| / |y_i OR y_j| (soft
+        positives; cosine as an option), or [y_i . y_j > 0] (`positives: binary`). The intra-modal
+        terms drop j = i from the positives (P_ii = 0) but keep it in the log-sum-exp; a row
+        without positives adds 0. lse_scale = 1.06 as released (1 is the textbook softmax).
+    L_nll = sum over (u, u), (u, v), (v, v) of mean_ij [log(1 + e^theta_ij) - S_ij theta_ij],
+        theta_ij = a_i . b_j / max(|a_i| |b_j|, 1e-6) / 2, S_ij = y_i . y_j (the number of shared
+        labels, as DSCMR's release counts them), i = j included                               (DAGNN)
+    L_gan = CE(D_x(x_i), image) + CE(D_x(G_ti(v_i)), text) + CE(D_t(t_i), text) + CE(D_t(G_it(u_i)), image),
+        each term a mean over the batch; the discriminators' classes are the modalities (image 1,
+        text 0), as released.
+  One Adam step (lr 5e-5, betas (0.5, 0.999)) on L trains every part: behind the gradient
+  reversal the discriminators minimise L_gan while encoders and decoders maximise it, which
+  strips modality-specific information from u and v.
+  `dagnn`: alpha 1, con_weight 0, nll_weight 0.2, beta 0.2.
+  Variants (ablations): no_gan (no decoders / discriminators), no_gnn (free linear classifiers
+  C), binary_con, no_con, no_layer_agg, no_recon (see `ABLATIONS`).
 
-Incomplete-modal training (`supports_missing`). Defaults follow the release; each of our
-earlier choices stays available as a parameter:
-  - stage 1 (`absent_rows`): `zero_filled` (default, as released and as METHOD.md says) trains
-    on the missing features zero-filled, every row treated as if both modalities were present
-    (zero rows enter BatchNorm statistics, L_cla, the contrastive terms and the GAN's real
-    terms). `masked` (ours) encodes only present rows and every term skips absent ones: L_cla
-    per modality over its present rows; cross-modal contrastive / NLL pairs need the anchor's
-    modality in row i and the other modality in row j; intra-modal pairs need it in both;
-    GAN real terms use present rows, fake terms rows whose source modality is present. It is
-    defensible because a zero vector is not a feature: treating it as one teaches the encoders
-    and the discriminators about an input that never occurs at test time.
-  - stage 2 (SGD, lr2, `stage2_epochs`, default 40 as released): batches mix paired :
-    image-only : text-only rows 1 : 2 : 2 (renormalised over the groups that exist).
-    `stage2_recon: per_batch` (default, as released) fills each missing feature per batch with
-    decoder(encoder(present modality)) in train mode (BatchNorm on that group's rows, running
-    statistics updated), without gradient; `per_epoch` (ours) fills every missing feature once
-    at the start of each stage-2 epoch in eval mode, so a batch sees reconstructions from one
-    fixed model and BatchNorm statistics are not disturbed by the filling pass.
-    `recon_as_real: true` (default, as released) lets reconstructed rows into the GAN's "real"
-    terms; `false` (ours) keeps them out, so the discriminators only ever call true features
-    real. Stage-2 epochs are numbered after stage 1; if no stage-2 epoch beats stage 1 on
-    validation, the stage-1 weights are kept.
-  - our earlier behaviour in full: absent_rows=masked, stage2_recon=per_epoch,
-    recon_as_real=false, stage2_epochs=10.
-  - `reconstruct: false` (`no_recon`) runs the same stage 2 without filling (rows stay
-    zero-filled, treated per `absent_rows`). Without decoders (`gan: false`) there is nothing to
-    reconstruct with, so it behaves like `reconstruct: false`.
-  - complete training data: stage 2 is skipped.
-Speed (issue 13): a batch whose rows all count as present and real takes `_complete_losses`,
-with no mask logic and no host read of a device value; predictions and the four contrastive
-terms share one matrix of [u; v]. Incomplete batches get `RowMasks` (counts and indices built on
-the host once per epoch). `precision` (autocast bf16 / fp16) and `compile` (torch.compile of the
-complete-path losses) are opt-in.
-Deviations from the release: best epoch chosen on the validation split, not on test; stage 2
-uses its loss weights in the intended order (the released main.py passes them shuffled);
-soft positives (Jaccard) are the default as the paper describes (`positives: binary` is what
-the release computes).
+Incomplete-modal training (two stages; `common/incomplete.py` holds the machinery): stage 1 as
+above on zero-filled missing features (`absent_rows: zero_filled`, the release) or with each term
+skipping absent rows (`masked`); stage 2 (SGD at lr2, 40 epochs as released) on batches of
+paired : image-only : text-only rows 1 : 2 : 2 whose missing features are filled with
+decoder(encoder(present modality)), per batch in train mode as released (`stage2_recon:
+per_batch`) or once per epoch in eval mode (`per_epoch`), counted as real by the discriminators
+or not (`recon_as_real`). Complete training data skips stage 2.
+
+Deviations from the release:
+  - the best epoch is chosen on a validation split carved from the training data (the release
+    keeps the epoch with the best test mAP); if no stage-2 epoch beats stage 1, the stage-1
+    weights are kept;
+  - stage 2 applies its loss weights in the intended order (the release's main.py passes them
+    shuffled);
+  - soft (Jaccard) positives by default, as the paper describes; the release computes binary
+    ones (`positives: binary`, the `binary_con` variant);
+  - options that are ours, all off by default: `absent_rows: masked`, `stage2_recon: per_epoch`,
+    `recon_as_real: false`, `precision: bf16 / fp16` (autocast), `compile` (torch.compile of the
+    complete-data loss), `patience` (early stopping).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,6 +83,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import hardware
 from bench.data import CrossModalData
 from bench.errors import ConfigError
 from bench.method import FitContext, Method, Variant, run_epochs, validation_map
@@ -83,16 +98,10 @@ from .common.graphs import (
     probabilistic_graph,
     threshold,
 )
-from .common.layers import ENCODE_BATCH, LabelGNN, decoder, discriminator, encode_in_batches, encoder
-from .common.losses import (
-    adversarial_loss,
-    classification_loss,
-    cosine_prediction,
-    dscmr_nll,
-    fused_contrastive,
-    label_similarity,
-    multilabel_contrastive,
-)
+from .common.incomplete import RowMasks, fill_rows, masked_losses, plan_batches, presence, run_stage2
+from .common.layers import LabelGNN, decoder, discriminator, encoder
+from .common.losses import adversarial_loss, dscmr_nll, fused_contrastive, label_similarity
+from .common.training import EpochMeans, encode_pair, require_fitted, seeded, shuffled_batches, train_tensors
 
 
 @dataclass
@@ -164,7 +173,7 @@ ABLATIONS = {
     "no_recon": Variant({"reconstruct": False}, "incomplete data: missing features stay zero-filled in stage 2"),
 }
 
-RELEASED = {  # METHOD.md, released hyperparameters per dataset
+RELEASED = {  # the hyperparameters the authors released per dataset
     "mirflickr": {"alpha": 0.5, "beta": 2.0, "batch": 100, "tau": 0.22, "lr2": 1e-7},
     "nuswide": {"alpha": 0.8, "beta": 0.2, "batch": 2048, "tau": 0.22, "lr2": 1e-8},
     "mscoco": {"alpha": 2.8, "beta": 0.2, "batch": 512, "tau": 0.20, "lr2": 1e-7},
@@ -177,7 +186,7 @@ class GNNConModel(nn.Module):
     def __init__(self, p: GNNConParams, d_img: int, d_txt: int, h0: torch.Tensor,
                  adj: torch.Tensor | None, learn_h0: bool = False) -> None:
         super().__init__()
-        self.graph, self.t, self.D, self.dims = p.graph, p.t, p.D, (d_img, d_txt)
+        self.graph, self.edge_threshold, self.D, self.dims = p.graph, p.t, p.D, (d_img, d_txt)
         self.enc_img, self.enc_txt = encoder(d_img, p.D), encoder(d_txt, p.D)
         c, e = h0.shape
         if p.graph == "none":
@@ -203,7 +212,7 @@ class GNNConModel(nn.Module):
     def adjacency(self) -> torch.Tensor:
         """Â of the label graph (recomputed from the learnable parts for I-GNN)."""
         if self.graph == "iterative":
-            return iterative_adjacency(self.h0, self.a0, self.w, self.t)
+            return iterative_adjacency(self.h0, self.a0, self.w, self.edge_threshold)
         return self.adj
 
     def classifiers(self) -> torch.Tensor:
@@ -212,72 +221,6 @@ class GNNConModel(nn.Module):
             return self.classifier
         return self.gnn(self.h0, self.adjacency())
 
-
-def _rows(module: nn.Module, x: torch.Tensor, idx: torch.Tensor, count: int, d_out: int) -> torch.Tensor:
-    """module(x) on the rows `idx` (`count` of them, known on the host), zeros elsewhere (BatchNorm
-    sees only those rows)."""
-    if count == x.shape[0]:
-        return module(x)
-    out = x.new_zeros(x.shape[0], d_out)
-    if count == 0:
-        return out
-    rows = module(x.index_select(0, idx))
-    return out.index_put((idx,), rows.to(out.dtype))
-
-
-@dataclass
-class RowMasks:
-    """Presence masks of one incomplete batch, with what the step decides on computed on the host:
-    row counts and row indices. im / tm: rows whose image / text counts as present; im_real /
-    tm_real: rows whose feature is a true one (for the GAN's real terms). A mask with fewer than 2
-    rows is emptied (BatchNorm needs two)."""
-
-    im: torch.Tensor
-    tm: torch.Tensor
-    im_real: torch.Tensor
-    tm_real: torch.Tensor
-    idx: dict[str, torch.Tensor]
-    count: dict[str, int]
-
-    @classmethod
-    def build(cls, im: torch.Tensor, tm: torch.Tensor, im_real: torch.Tensor, tm_real: torch.Tensor,
-              device: torch.device | str | None = None) -> RowMasks | None:
-        """From host (CPU) bool masks; None when every row is present and real (the complete path)."""
-        masks = {"im": im, "tm": tm, "im_real": im_real, "tm_real": tm_real}
-        masks = {k: torch.as_tensor(m).cpu().bool() for k, m in masks.items()}
-        masks = {k: m if int(m.sum()) >= 2 else torch.zeros_like(m) for k, m in masks.items()}
-        if all(bool(m.all()) for m in masks.values()):
-            return None
-        dev = device if device is not None else im.device
-        idx = {k: m.nonzero().squeeze(1).to(dev) for k, m in masks.items()}
-        count = {k: int(m.sum()) for k, m in masks.items()}
-        on = {k: m.to(dev) for k, m in masks.items()}
-        return cls(on["im"], on["tm"], on["im_real"], on["tm_real"], idx, count)
-
-
-def mixed_batches(groups: list[torch.Tensor], weights: list[float], batch: int, steps: int,
-                  generator: torch.Generator) -> list[torch.Tensor]:
-    """`steps` batches drawing from each non-empty group in proportion to `weights` (cycling
-    through a fresh permutation of a group whenever it is used up)."""
-    active = [(g, w) for g, w in zip(groups, weights) if g.numel() and w > 0]
-    total = sum(w for _, w in active)
-    sizes = [max(1, round(batch * w / total)) for _, w in active]
-    streams = [g[torch.randperm(g.numel(), generator=generator)] for g, _ in active]
-    pos = [0] * len(active)
-    out = []
-    for _ in range(steps):
-        parts = []
-        for i, ((g, _), size) in enumerate(zip(active, sizes)):
-            need = size
-            while need:
-                if pos[i] == streams[i].numel():
-                    streams[i], pos[i] = g[torch.randperm(g.numel(), generator=generator)], 0
-                take = min(need, streams[i].numel() - pos[i])
-                parts.append(streams[i][pos[i]:pos[i] + take])
-                pos[i] += take
-                need -= take
-        out.append(torch.cat(parts))
-    return out
 
 
 class GNNCon(Method):
@@ -288,7 +231,8 @@ class GNNCon(Method):
     variants = ABLATIONS
     presets = RELEASED
     supports_missing = True
-    iterative = True
+    test_params = {"D": 32, "layers": 2, "k": 3, "label_dim": 8, "epochs": 3, "batch": 50, "lr": 1e-2,
+                   "stage2_epochs": 1, "lr2": 1e-3}
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -303,7 +247,7 @@ class GNNCon(Method):
             "layers": trial.suggest_int("layers", 1, 6),
         }
 
-    # --- setup -------------------------------------------------------------------------------
+    # --- the model ---------------------------------------------------------------------------
 
     def _label_input(self, train: CrossModalData, seed: int) -> tuple[np.ndarray, bool]:
         """(H0, learnable): given embeddings and one-hot rows are fixed; random rows are
@@ -322,6 +266,7 @@ class GNNCon(Method):
         return rng.random(size=(train.num_labels, self.params.label_dim)).astype(np.float32), True
 
     def _adjacency(self, train: CrossModalData) -> torch.Tensor:
+        """P-GNN's fixed graph from the training labels (or the counts a dataset ships)."""
         if "adj" in train.extras and "nums" in train.extras:
             cooc, nums = np.asarray(train.extras["adj"]), np.asarray(train.extras["nums"])
         else:
@@ -335,8 +280,7 @@ class GNNCon(Method):
         p = self.params
         h0, learn_h0 = self._label_input(train, ctx.seed)
         adj = self._adjacency(train) if p.graph == "probabilistic" else None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+        with seeded(ctx.seed):
             model = GNNConModel(p, train.image.shape[1], train.text.shape[1], torch.as_tensor(h0), adj, learn_h0)
         self.model = model.to(ctx.device)
         self.device = ctx.device
@@ -344,28 +288,28 @@ class GNNCon(Method):
 
     # --- losses of one batch -------------------------------------------------------------------
 
-    def batch_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, im: torch.Tensor | None = None,
+    def batch_losses(self, img: torch.Tensor, txt: torch.Tensor, y: torch.Tensor, im: torch.Tensor | None = None,
                      tm: torch.Tensor | None = None, im_real: torch.Tensor | None = None,
                      tm_real: torch.Tensor | None = None, masks: RowMasks | None = None) -> dict[str, torch.Tensor]:
         """Weighted total and its parts; im / tm: rows whose image / text counts as present,
         im_real / tm_real: rows whose feature is a true (not reconstructed) one.
 
         Without masks (or with masks saying every row is present and real) the batch takes the
-        complete path: no mask logic at all. `masks` (a `RowMasks`, built on the host once per
-        epoch by `fit`) replaces the four tensors and spares the host-side counting here.
+        complete path. `masks` (a `RowMasks`, built on the host once per epoch by `fit`) replaces
+        the four tensors and spares the host-side counting here.
         """
         if masks is None and im is not None:
-            masks = RowMasks.build(im, tm, im_real, tm_real, x.device)
+            masks = RowMasks.build(im, tm, im_real, tm_real, img.device)
         if masks is None:
-            return self._complete_losses(x, t, y)
-        return self._masked_losses(x, t, y, masks)
+            return self._complete_losses(img, txt, y)
+        return masked_losses(self.model, self.params, img, txt, y, masks)
 
-    def _complete_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every row present and real: no masks, no host synchronisation; the classifier
+    def _complete_losses(self, img: torch.Tensor, txt: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every row present and real: no masks, no host read of a device value; the classifier
         predictions and the contrastive terms each come from one matrix of [u; v]."""
         p, m = self.params, self.model
-        n = x.shape[0]
-        u, v = m.enc_img(x), m.enc_txt(t)
+        n = img.shape[0]
+        u, v = m.enc_img(img), m.enc_txt(txt)
         uv = torch.cat([u, v])
         c = m.classifiers()
         norms = uv.norm(dim=1)
@@ -382,46 +326,8 @@ class GNNCon(Method):
             total = total + p.nll_weight * out["nll"]
         if m.gan and p.beta > 0:
             # classes are modalities (image 1, text 0), as released
-            gan = (adversarial_loss(m.disc_img(x), m.disc_img(m.dec_txt2img(v)), real_class=1)
-                   + adversarial_loss(m.disc_txt(t), m.disc_txt(m.dec_img2txt(u)), real_class=0))
-            out["gan"] = gan
-            total = total + p.beta * gan
-        out["loss"] = total
-        return out
-
-    def _masked_losses(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, mk: RowMasks
-                       ) -> dict[str, torch.Tensor]:
-        """Some rows absent or reconstructed: every term skips what it must; what is decided
-        (which terms run, which rows a module sees) comes from the host-side counts in `mk`."""
-        p, m = self.params, self.model
-        im, tm, n = mk.im, mk.tm, x.shape[0]
-        u = _rows(m.enc_img, x, mk.idx["im"], mk.count["im"], p.D)
-        v = _rows(m.enc_txt, t, mk.idx["tm"], mk.count["tm"], p.D)
-        c = m.classifiers()
-        out = {"cla": classification_loss(cosine_prediction(u, c), y, im)
-               + classification_loss(cosine_prediction(v, c), y, tm)}
-        total = p.alpha * out["cla"]
-        full_i, full_t = mk.count["im"] == n, mk.count["tm"] == n
-        if p.con_weight > 0:
-            kind = "binary" if p.positives == "binary" else p.similarity
-            out["con"] = multilabel_contrastive(u, v, y, p.tau, p.gamma, kind, p.lse_scale,
-                                                None if full_i and full_t else im, None if full_i and full_t else tm)
-            total = total + p.con_weight * out["con"]
-        if p.nll_weight > 0:
-            out["nll"] = dscmr_nll(u, v, y, im, tm)
-            total = total + p.nll_weight * out["nll"]
-        if m.gan and p.beta > 0:
-            gan = u.new_zeros(())
-
-            def pick(z: torch.Tensor, key: str) -> torch.Tensor:
-                return z if mk.count[key] == n else z.index_select(0, mk.idx[key])
-
-            if mk.count["im_real"] and mk.count["tm"]:
-                gan = gan + adversarial_loss(m.disc_img(pick(x, "im_real")), m.disc_img(m.dec_txt2img(pick(v, "tm"))),
-                                             real_class=1)
-            if mk.count["tm_real"] and mk.count["im"]:  # classes are modalities (image 1, text 0), as released
-                gan = gan + adversarial_loss(m.disc_txt(pick(t, "tm_real")), m.disc_txt(m.dec_img2txt(pick(u, "im"))),
-                                             real_class=0)
+            gan = (adversarial_loss(m.disc_img(img), m.disc_img(m.dec_txt2img(v)), real_class=1)
+                   + adversarial_loss(m.disc_txt(txt), m.disc_txt(m.dec_img2txt(u)), real_class=0))
             out["gan"] = gan
             total = total + p.beta * gan
         out["loss"] = total
@@ -429,40 +335,26 @@ class GNNCon(Method):
 
     # --- training ----------------------------------------------------------------------------
 
+    def fills(self, stage: int) -> bool:
+        """Whether a batch of `stage` gets its missing features reconstructed (stage 2, with decoders)."""
+        return stage == 2 and self.params.reconstruct and self.model.gan
+
     def presence(self, im: torch.Tensor, tm: torch.Tensor, stage: int = 1) -> tuple[torch.Tensor, ...]:
-        """(im_present, tm_present, im_real, tm_real) of one batch from its true presence masks.
-
-        Stage 2 with reconstruction fills each missing feature from the present modality;
-        `absent_rows` decides whether rows without a (true or filled) feature count as present,
-        `recon_as_real` whether filled rows count as real for the discriminators.
-        """
+        """(im_present, tm_present, im_real, tm_real) of one batch of `stage` from its true presence
+        masks, per `absent_rows` and `recon_as_real` (`common.incomplete.presence`)."""
         p = self.params
-        recon = stage == 2 and p.reconstruct and self.model.gan
-        fill_i = (~im & tm) if recon else torch.zeros_like(im)
-        fill_t = (im & ~tm) if recon else torch.zeros_like(tm)
-        if p.absent_rows == "zero_filled":
-            pres_i, pres_t = torch.ones_like(im), torch.ones_like(tm)
-        else:
-            pres_i, pres_t = im | fill_i, tm | fill_t
-        if p.recon_as_real:
-            return pres_i, pres_t, pres_i, pres_t
-        return pres_i, pres_t, pres_i & ~fill_i, pres_t & ~fill_t
-
-    def batch_inputs(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor, stage: int = 1,
-                     prefilled: bool = False) -> tuple[torch.Tensor, ...]:
-        """(x, t, im_present, tm_present, im_real, tm_real) for `batch_losses` from one batch's
-        zero-filled features and true presence masks im / tm (see `presence`). Stage 2 with
-        reconstruction fills the missing features per batch in train mode here, unless
-        `prefilled` says the caller filled x, t already."""
-        if stage == 2 and self.params.reconstruct and self.model.gan and not prefilled:
-            x, t = self._reconstruct(x, t, im, tm, train_mode=True)
-        return (x, t, *self.presence(im, tm, stage))
+        return presence(im, tm, self.fills(stage), p.absent_rows, p.recon_as_real)
 
     def check_device(self, device: torch.device) -> None:
-        """fp16 autocast (with its grad scaler) is CUDA-only: refuse it elsewhere, before any run."""
-        if self.params.precision == "fp16" and device.type != "cuda":
+        """Refuse, before any run, a precision the device cannot run well: fp16 autocast (with its
+        grad scaler) needs CUDA; bf16 on a CPU without native bf16 arithmetic is emulated."""
+        prec = self.params.precision
+        if prec == "fp16" and device.type != "cuda":
             raise ConfigError(f"{self.name}.precision: fp16 needs a CUDA device (running on {device.type}); "
                               "use bf16 or fp32")
+        if prec == "bf16" and device.type == "cpu" and hardware.native_bf16() is False:
+            raise ConfigError(f"{self.name}.precision: bf16 on this CPU is {hardware.EMULATED_BF16}; "
+                              "use precision: fp32")
 
     def _precision(self, device: torch.device) -> tuple[torch.dtype | None, Any]:
         """(autocast dtype or None, grad scaler or None) for `precision` on `device`."""
@@ -480,9 +372,9 @@ class GNNCon(Method):
             return self._complete_losses
         compiled = torch.compile(self._complete_losses, dynamic=False)
 
-        def run(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        def run(img: torch.Tensor, txt: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
             try:
-                return compiled(x, t, y)
+                return compiled(img, txt, y)
             except torch._dynamo.exc.BackendCompilerFailed as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(f"{self.name}.compile: torch.compile failed on {device.type} ({first}); "
@@ -490,20 +382,21 @@ class GNNCon(Method):
 
         return run
 
-    def train_step(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-                   masks: RowMasks | None = None, recon_rows: tuple[list, list] | None = None,
+    def train_step(self, img: torch.Tensor, txt: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+                   masks: RowMasks | None = None, fill: tuple[list, list] | None = None,
                    amp_dtype: torch.dtype | None = None, scaler: Any = None, loss_fn: Any = None
                    ) -> dict[str, torch.Tensor]:
         """One optimisation step on one batch: losses (under autocast to `amp_dtype` when given),
         backward (through `scaler` when given), optimizer step. `masks` None: the complete path,
-        which never synchronises with the device; `recon_rows` (device row indices, see
-        `_fill_rows`): fill missing features
-        first (stage 2, per batch). `loss_fn`: the complete-path loss (compiled or not)."""
+        which never reads a device value on the host; `fill` (device row chunks, see
+        `common.incomplete.fill_plan`): reconstruct those missing features first, in train mode
+        (stage 2, per batch). `loss_fn`: the complete-path loss (compiled or not)."""
         loss_fn = loss_fn or self._complete_losses
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            if recon_rows is not None:
-                x, t = self._fill_rows(x, t, *recon_rows, train_mode=True)
-            parts = loss_fn(x, t, y) if masks is None else self._masked_losses(x, t, y, masks)
+        with torch.autocast(img.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            if fill is not None:
+                img, txt = fill_rows(self.model, img, txt, *fill, train_mode=True)
+            parts = loss_fn(img, txt, y) if masks is None else masked_losses(self.model, self.params, img, txt, y,
+                                                                             masks)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             parts["loss"].backward()
@@ -526,132 +419,52 @@ class GNNCon(Method):
         model = self.build(train, ctx)
         amp_dtype, scaler = self._precision(torch.device(dev))
         complete_losses = self._loss_fn(torch.device(dev))
-        x = torch.as_tensor(train.image, device=dev)
-        t = torch.as_tensor(train.text, device=dev)
-        y = torch.as_tensor(train.labels, device=dev).float()
-        n = train.n
-        full = torch.ones(n, dtype=torch.bool)
         # presence masks stay on the host: every decision about a batch is made there, once per epoch
-        im = full if train.image_present is None else torch.as_tensor(train.image_present).cpu().bool()
-        tm = full if train.text_present is None else torch.as_tensor(train.text_present).cpu().bool()
+        data = train_tensors(train, dev, masks_device="cpu")
+        img, txt, y = data.image, data.text, data.labels
+        everyone = torch.ones(train.n, dtype=torch.bool)
+        im = everyone if data.image_present is None else data.image_present
+        tm = everyone if data.text_present is None else data.text_present
         if not train.is_complete:  # absent rows are zero-filled whatever the data held there
-            x = x.masked_fill(~im.to(dev)[:, None], 0.0)
-            t = t.masked_fill(~tm.to(dev)[:, None], 0.0)
+            img = img.masked_fill(~im.to(dev)[:, None], 0.0)
+            txt = txt.masked_fill(~tm.to(dev)[:, None], 0.0)
         gen = ctx.generator()
 
-        def plan(batches: list[torch.Tensor], stage: int, prefilled: bool) -> list[tuple]:
-            """Per batch, on the host, before the epoch's first step: (device rows, device rows to
-            reconstruct or None, RowMasks or None). Row indices travel to the device in one copy."""
-            batches = [idx for idx in batches if idx.numel() >= 2]
-            if not batches:
-                return []
-            on_dev = torch.cat(batches).to(dev).split([idx.numel() for idx in batches])
-            if train.is_complete:
-                return [(rows, None, None) for rows in on_dev]
-            recon = stage == 2 and p.reconstruct and model.gan and not prefilled
-            out = []
-            for idx, rows in zip(batches, on_dev):
-                bi, bt = im[idx], tm[idx]
-                masks = RowMasks.build(*self.presence(bi, bt, stage), device=x.device)
-                out.append((rows, self._fill_plan(bi, bt, x.device) if recon else None, masks))
-            return out
-
-        def run(batches: list[torch.Tensor], opt: torch.optim.Optimizer, xs: torch.Tensor, ts: torch.Tensor,
-                stage: int, prefilled: bool = False) -> dict[str, float]:
-            sums: dict[str, torch.Tensor] = {}
-            for rows, recon_rows, masks in plan([b.cpu() for b in batches], stage, prefilled):
-                parts = self.train_step(xs[rows], ts[rows], y[rows], opt, masks, recon_rows, amp_dtype, scaler,
-                                        complete_losses)
-                for key, val_ in parts.items():
-                    sums[key] = sums.get(key, 0.0) + val_.detach().float()
-            return {k: float(v) / max(1, len(batches)) for k, v in sums.items()}
+        def train_batches(batches: list[torch.Tensor], opt: torch.optim.Optimizer, imgs: torch.Tensor,
+                          txts: torch.Tensor, stage: int, prefilled: bool = False) -> dict[str, float]:
+            """One epoch's steps on `batches` (host row indices of imgs / txts): its loss means."""
+            presence_of = None if train.is_complete else (lambda bi, bt: self.presence(bi, bt, stage))
+            planned = plan_batches([b.cpu() for b in batches], img.device, im, tm, presence_of,
+                                   fill=self.fills(stage) and not prefilled)
+            means = EpochMeans()
+            for b in planned:
+                means.add(self.train_step(imgs[b.rows], txts[b.rows], y[b.rows], opt, b.masks, b.fill, amp_dtype,
+                                          scaler, complete_losses))
+            return means.means(len(batches))
 
         opt = self.optimizer()
 
         def stage1(epoch: int) -> dict[str, float]:
-            perm = torch.randperm(n, generator=gen)
-            return run(list(perm.split(p.batch)), opt, x, t, stage=1)
+            return train_batches(shuffled_batches(train.n, p.batch, gen), opt, img, txt, stage=1)
 
-        validate = lambda: validation_map(self, val, device=dev)
+        def validate() -> float:
+            return validation_map(self, val, device=dev)
+
         first = run_epochs(ctx, model, stage1, validate, p.epochs, p.patience)
         if not (train.is_complete or p.stage2_epochs == 0 or p.epochs == 0):
-            self._stage2(ctx, first.best_val_map, first.epochs_run, x, t, im, tm, run, validate, gen)
+            run_stage2(ctx, model, p, img, txt, im, tm, train_batches, validate, gen, first.best_val_map,
+                       first.epochs_run)
         if model.graph != "none" and train.labels.shape[1] <= 500:  # the report draws it as a heatmap
             with torch.no_grad():
                 adj = model.adjacency().detach().float().cpu().numpy()
             ctx.artifact("label_adjacency", adj, axis_labels=[str(n) for n in train.label_names])
 
-    def _stage2(self, ctx, best_first, offset, x, t, im, tm, run, validate, gen) -> None:
-        """Incomplete-modal stage 2: reconstruct missing features, mixed 1:2:2 batches, SGD lr2.
-        im, tm: host (CPU) presence masks."""
-        p, model = self.params, self.model
-        kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        per_epoch = p.reconstruct and model.gan and p.stage2_recon == "per_epoch"
-        groups = [(im & tm).nonzero().squeeze(1), (im & ~tm).nonzero().squeeze(1), (~im & tm).nonzero().squeeze(1)]
-        steps = math.ceil(x.shape[0] / p.batch)
-        opt = torch.optim.SGD(model.parameters(), lr=p.lr2)
-
-        def stage2(epoch: int) -> dict[str, float]:
-            xs, ts = x, t
-            if per_epoch:
-                xs, ts = self._reconstruct(x, t, im, tm)
-            model.train()
-            batches = mixed_batches(groups, [1.0, 2.0, 2.0], p.batch, steps, gen)
-            return run(batches, opt, xs, ts, stage=2, prefilled=per_epoch)
-
-        second = run_epochs(ctx, model, stage2, validate, p.stage2_epochs, p.patience, first_epoch=offset + 1)
-        if not second.best_val_map > best_first:
-            model.load_state_dict(kept)
-        model.eval()
-
-    @staticmethod
-    def _fill_plan(im: torch.Tensor, tm: torch.Tensor, device: torch.device | str) -> tuple[list, list]:
-        """Device row indices (in chunks) of the image-only and the text-only rows, from host masks."""
-        im, tm = im.cpu(), tm.cpu()
-        return tuple([c.to(device) for c in rows.nonzero().squeeze(1).split(ENCODE_BATCH)]
-                     for rows in (im & ~tm, ~im & tm))
-
-    @torch.no_grad()
-    def _fill_rows(self, x: torch.Tensor, t: torch.Tensor, image_only: list, text_only: list,
-                   train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copies of x, t: text of the `image_only` rows = dec_img2txt(enc_img(x)), image of the
-        `text_only` rows = dec_txt2img(enc_txt(t)) (lists of device index chunks); see `_reconstruct`."""
-        m = self.model
-        was_training = m.training
-        x, t = x.clone(), t.clone()
-        jobs = ((t, x, image_only, m.enc_img, m.dec_img2txt), (x, t, text_only, m.enc_txt, m.dec_txt2img))
-        for target, source, chunks, enc, dec in jobs:
-            for chunk in chunks:
-                mode = train_mode and chunk.numel() >= 2
-                enc.train(mode)
-                dec.train(mode)
-                target.index_copy_(0, chunk, dec(enc(source.index_select(0, chunk))).to(target.dtype))
-        m.train(was_training)
-        return x, t
-
-    def _reconstruct(self, x: torch.Tensor, t: torch.Tensor, im: torch.Tensor, tm: torch.Tensor,
-                     train_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copies of x, t whose missing rows hold decoder(encoder(present modality)), without gradient.
-
-        im, tm: presence masks (host tensors in training, so choosing the rows needs no device
-        synchronisation). train_mode=False: eval mode (BatchNorm running statistics).
-        train_mode=True (the release's per-batch filling): each group of rows (image-only, then
-        text-only) goes through the encoder and decoder as one batch in train mode, so BatchNorm
-        uses that group's statistics and updates its running ones; a group of one row falls back
-        to eval mode (BatchNorm cannot train on a single row). The model's mode is restored afterwards.
-        """
-        return self._fill_rows(x, t, *self._fill_plan(im, tm, x.device), train_mode=train_mode)
-
-    @torch.no_grad()
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Common-space features (eval mode, batched), float32 numpy."""
-        if getattr(self, "model", None) is None:
-            raise RuntimeError(f"{self.name}: call fit() before encode()")
-        self.model.eval()
-
-        return (encode_in_batches(self.model.enc_img, image, self.device, self.params.D),
-                encode_in_batches(self.model.enc_txt, text, self.device, self.params.D))
+        """Common-space features u (images) and v (texts) (eval mode, batched), float32."""
+        require_fitted(self)
+        return encode_pair(self.model, self.model.enc_img, self.model.enc_txt, image, text, self.device,
+                           self.params.D)
 
 
 @register_method
@@ -673,7 +486,7 @@ class DAGNN(GNNCon):
     description = "DAGNN (AAAI 2021): label GCN classifiers + pairwise NLL + dual GANs, no contrastive term"
     Params = DAGNNParams
     variants: dict[str, Variant] = {}
-    # Batch sizes as the TPAMI release per dataset (an assumption: DAGNN's own values are not in METHOD.md).
+    # The TPAMI release's batch size per dataset (an assumption: DAGNN's own values were not released).
     presets = {name: {"batch": pre["batch"]} for name, pre in RELEASED.items()}
 
     @classmethod

@@ -39,6 +39,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.cca_math import add_ridge, cca_directions, ridge_strength
+from .common.training import require_fitted
 
 CHUNK = 2048
 MEDIAN_ROWS = 1000
@@ -114,6 +115,7 @@ class KCCA(Method):
     name = "kcca"
     description = "kernel CCA (RBF, Nystrom rank-m approximation); cosine retrieval in the canonical space"
     Params = KCCAParams
+    test_params = {"rank": 128}
 
     @classmethod
     def search_space(cls, trial):
@@ -145,6 +147,7 @@ class KCCA(Method):
                 rank_text=self.fy.basis.shape[1])
 
     def encode(self, image=None, text=None):
+        require_fitted(self, "a")
         def proj(v, fmap, mean, w):
             if v is None:
                 return None

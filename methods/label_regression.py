@@ -17,6 +17,8 @@ from bench.method import FitContext, Method
 from bench.params import spec
 from bench.registry import register_method
 
+from .common.training import require_fitted
+
 
 @dataclass
 class LabelRegressionParams:
@@ -56,6 +58,7 @@ class LabelRegression(Method):
             self.models[key] = ridge(x, y[torch.as_tensor(rows, device=dev)], self.params.lam)
 
     def encode(self, image=None, text=None):
+        require_fitted(self, "models")
         def predict(v, key):
             if v is None:
                 return None

@@ -1,5 +1,5 @@
-"""Multi-label CCA (ml-CCA; Ranjan, Rasiwasia, Jawahar, "Multi-Label Cross-modal Retrieval",
-ICCV 2015). The authors released no code; this follows the paper (design/BASELINES.md).
+"""Multi-label CCA (ml-CCA; V. Ranjan, N. Rasiwasia, C. V. Jawahar, "Multi-Label Cross-modal
+Retrieval", ICCV 2015). The authors released no code; this follows the paper.
 
 CCA learns from the given pairs (x_i, y_i) only. ml-CCA pairs every image with every text,
 weighted by the semantic similarity of their labels, s_ij = cos(z_i, z_j) >= 0:
@@ -40,6 +40,7 @@ from bench.params import spec
 from bench.registry import register_method
 
 from .common.cca_math import add_ridge, cca_directions, project
+from .common.training import require_fitted
 
 
 @dataclass
@@ -107,4 +108,5 @@ class MLCCA(Method):
         ctx.log(0, top_correlation=float(s[0]), mean_correlation=float(s.mean()))
 
     def encode(self, image=None, text=None):
+        require_fitted(self, "a")
         return project(image, self.mx, self.a), project(text, self.my, self.b)

@@ -1,5 +1,6 @@
 """The deep baselines (DSCMR, ACMR, ALGCN): losses against hand-derived values, the adversarial
-gradient of ACMR, and one epoch of training on tiny data, complete and incomplete."""
+gradient of ACMR, their released defaults, and training on what the missing-data policies leave.
+(Training every method, complete and incomplete, is tests/test_every_method.py.)"""
 
 from __future__ import annotations
 
@@ -20,12 +21,6 @@ load_plugins()
 import _bench_plugins.methods.algcn as algcn  # noqa: E402
 from _bench_plugins.methods.common import baseline_losses as bl  # noqa: E402
 
-NAMES = ("dscmr", "acmr", "algcn")
-TINY = {
-    "dscmr": {"epochs": 1, "batch": 40, "hidden": 32, "dim": 16, "lr": 1e-3},
-    "acmr": {"epochs": 1, "batch": 40, "image_hidden": [32, 24], "text_hidden": [24, 16], "dim": 16, "lr": 1e-3},
-    "algcn": {"epochs": 1, "batch": 40, "dim": 16, "label_dim": 8, "lr": 1e-3},
-}
 MISSING = {"paired": 0.2, "image_only": 0.4, "text_only": 0.4, "seed": 0}
 
 
@@ -209,11 +204,11 @@ def test_acmr_common_space_is_tanh_bounded_and_uses_softmax_on_single_label_data
     assert m.single_label is True
 
 
-# --- every method: trains one epoch and encodes, complete and incomplete ------------------------
+# --- shared helpers, released defaults, missing-data policies ---------------------------------------
 
 def _make(name, **params):
     cls = get_method(name).cls
-    return cls(build(cls.Params, {**TINY[name], **params}, name))
+    return cls(build(cls.Params, {**cls.test_params, **params}, name))
 
 
 @pytest.fixture(scope="module")
@@ -226,63 +221,37 @@ def tiny():
     return train, train.with_missing(ip, tp), data.subset(split.val), data.subset(split.test)
 
 
-def _incomplete(tiny, mode):
-    """Training data as the runner hands it over: masks (supports_missing) or a missing_policy."""
+@pytest.mark.parametrize("policy", ["drop", "zero"])
+def test_a_deep_baseline_trains_on_what_a_missing_data_policy_leaves(policy, tiny):
+    """Without `supports_missing` the harness hands over complete rows: the incomplete ones dropped,
+    or kept zero-filled as pairs."""
     train = tiny[0]
-    spec = SimpleNamespace(missing=MISSING, missing_policy=mode if mode != "masks" else "drop")
-    return training_data(train, SimpleNamespace(train=np.arange(train.n)), spec, mode == "masks")
-
-
-@pytest.mark.parametrize("mode", ["complete", "masks", "drop", "zero"])
-@pytest.mark.parametrize("name", NAMES)
-def test_every_deep_baseline_trains_one_epoch_and_encodes(name, mode, tiny):
-    train = tiny[0] if mode == "complete" else _incomplete(tiny, mode)
-    assert (mode == "masks") == (train.image_present is not None)
-    val, test = tiny[2], tiny[3]
-    m = _make(name)
+    spec = SimpleNamespace(missing=MISSING, missing_policy=policy)
+    given = training_data(train, SimpleNamespace(train=np.arange(train.n)), spec, False)
+    assert given.image_present is None and given.n == (train.n if policy == "zero" else round(0.2 * train.n))
+    m = _make("dscmr", epochs=1)
     ctx = FitContext(seed=0)
-    m.fit(train, val, ctx)
-    img, txt = m.encode(image=test.image, text=test.text)
-    dim = TINY[name]["dim"]
-    assert img.shape == (test.n, dim) and txt.shape == (test.n, dim) and img.dtype == np.float32
-    assert np.isfinite(img).all() and np.isfinite(txt).all()
-    assert ctx.best_epoch == 1 and np.isfinite(ctx.best_val_map) and np.isfinite(ctx.history[0]["loss"])
-    assert m.encode(image=test.image[:3])[1] is None
+    m.fit(given, tiny[2], ctx)
+    img, txt = m.encode(image=tiny[3].image, text=tiny[3].text)
+    assert np.isfinite(img).all() and np.isfinite(txt).all() and ctx.best_epoch == 1
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_missing_features_do_not_influence_training(name, tiny):
-    """Rows flagged missing carry zeros; replacing those zeros by junk changes nothing learned."""
-    inc, val, test = tiny[1], tiny[2], tiny[3]
-    rng = np.random.default_rng(0)
-    junk_img, junk_txt = inc.image.copy(), inc.text.copy()
-    junk_img[~inc.image_present] = rng.normal(size=junk_img[~inc.image_present].shape)
-    junk_txt[~inc.text_present] = rng.normal(size=junk_txt[~inc.text_present].shape)
-    from dataclasses import replace
-    out = []
-    for data in (inc, replace(inc, image=junk_img, text=junk_txt)):
-        m = _make(name, epochs=2)
-        m.fit(data, val, FitContext(seed=0))
-        out.append(m.encode(image=test.image, text=test.text))
-    np.testing.assert_allclose(out[0][0], out[1][0], atol=1e-5)
-    np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-5)
+RELEASED_DEFAULTS = {  # (epochs, batch, lr, adam_beta1) of each release
+    "dscmr": (500, 100, 1e-4, 0.5), "acmr": (50, 64, 1e-4, 0.5), "algcn": (30, 100, 5e-5, 0.5)}
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_released_defaults_and_search_space(name):
-    import optuna
-
-    cls = get_method(name).cls
-    suggested = cls.search_space(optuna.create_study().ask())
-    assert suggested
-    build(cls.Params, suggested, name)  # every suggested key is a valid, in-range parameter
-    p = cls.Params()
-    expected = {"dscmr": (500, 100, 1e-4, 0.5), "acmr": (50, 64, 1e-4, 0.5), "algcn": (30, 100, 5e-5, 0.5)}[name]
+@pytest.mark.parametrize(("name", "expected"), RELEASED_DEFAULTS.items())
+def test_defaults_are_the_released_settings(name, expected):
+    p = get_method(name).cls.Params()
     assert (p.epochs, p.batch, p.lr, p.adam_beta1) == expected
-    if name == "algcn":
-        assert cls.presets["nuswide"] == {"epochs": 40, "batch": 1024}
-        assert cls.presets["mscoco"] == {"epochs": 50, "batch": 1024}
-        assert (p.t, p.gamma, p.nll_weight, p.ss_weight, p.b_lr_factor) == (0.4, 0.5, 0.2, 0.5, 100.0)
+
+
+def test_algcn_presets_and_graph_constants_are_the_released_ones():
+    cls = get_method("algcn").cls
+    assert cls.presets["nuswide"] == {"epochs": 40, "batch": 1024}
+    assert cls.presets["mscoco"] == {"epochs": 50, "batch": 1024}
+    p = cls.Params()
+    assert (p.t, p.gamma, p.nll_weight, p.ss_weight, p.b_lr_factor) == (0.4, 0.5, 0.2, 0.5, 100.0)
 
 
 def test_algcn_label_input_learnable_or_given_frozen(tiny):

@@ -283,18 +283,6 @@ def test_shallow_baselines_beat_random_embeddings_on_synthetic_data(synthetic_sp
         assert score > chance + 0.1, (score, chance)
 
 
-@pytest.mark.parametrize("name", ["kcca", "mlcca", "dcca"])
-def test_search_space_suggests_valid_values_of_known_parameters(name):
-    import optuna
-
-    cls = get_method(name).cls
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(5):
-        suggested = cls.search_space(study.ask())
-        assert suggested and set(suggested) <= set(cls.Params.__dataclass_fields__)
-        build(cls.Params, suggested, name)  # names, types and bounds accepted
-
-
 def test_only_mlcca_declares_unpaired_learning():
     assert get_method("mlcca").cls.supports_missing
     assert not any(get_method(n).cls.supports_missing for n in ("cca", "kcca", "dcca"))

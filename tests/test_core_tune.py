@@ -146,15 +146,6 @@ def test_tune_with_zero_trials_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("method", ["cca", "label_regression", "pgnn_con", "ignn_con", "dagnn"])
-def test_search_spaces_suggest_only_known_parameters(method):
-    entry = get_method(method)
-    trial = optuna.create_study().ask()
-    suggested = entry.cls.search_space(trial)
-    known = set(entry.cls.Params.__dataclass_fields__)
-    assert suggested and set(suggested) <= known
-
-
 def test_trials_are_mlflow_child_runs_of_the_study_run_and_the_dashboard_is_pointed_to(tmp_path, mlflow_results):
     from bench.store import default_uri
     from bench.tracking import MlflowTracker

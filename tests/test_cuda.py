@@ -23,9 +23,12 @@ from bench.method import FitContext
 from bench.params import build
 from bench.registry import get_method, load_plugins, method_entries, origin_of
 
+load_plugins()
+from _bench_plugins.methods.gnn_con import GNNCon  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
-GNN = ["pgnn_con", "ignn_con", "dagnn", "pgnn_con/no_gan", "pgnn_con/binary_con"]
+GNN = sorted(name for name, e in method_entries().items() if issubclass(e.cls, GNNCon))
 
 
 def _data(n=64, c=6, seed=0):
@@ -104,8 +107,7 @@ def test_fp32_on_the_gpu_gives_the_cpu_losses():
 
 def _all_methods():
     """Every built-in method family (the tests' own fixture methods left out)."""
-    load_plugins()
-    return sorted({name.split("/")[0] for name in method_entries() if origin_of("method", name).kind == "built-in"})
+    return sorted({e.family for e in method_entries().values() if origin_of("method", e.family).kind == "built-in"})
 
 
 def test_every_method_trains_on_the_gpu_through_bench_run(tmp_path):
@@ -115,8 +117,7 @@ def test_every_method_trains_on_the_gpu_through_bench_run(tmp_path):
     from bench.records import iter_records
 
     names = _all_methods()
-    closed_form = {"cca", "kcca", "mlcca", "label_regression"}
-    methods = [{"name": n} if n in closed_form else {"name": n, "params": {"epochs": 3}} for n in names]
+    methods = [{"name": n, "params": get_method(n).cls.test_params} for n in names]
     maps = {}
     for device in ("cuda", "cpu"):
         path = tmp_path / f"gpu_{device}.yaml"

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from bench.errors import ConfigError
-from bench.method import FitContext
+from bench.method import FitContext, validation_map
 from bench.params import build
 from bench.registry import get_dataset, get_method, load_plugins
 from bench.splits import MissingSpec, SplitSpec, compute_split, missing_mask
 
 load_plugins()
-import _bench_plugins.methods.gnn_con as gnn  # noqa: E402
+from _bench_plugins.methods.common.incomplete import mixed_batches, reconstruct  # noqa: E402
 
 SMALL = {"D": 16, "layers": 2, "epochs": 2, "batch": 40, "lr": 1e-3, "stage2_epochs": 1, "lr2": 1e-3}
 
@@ -60,16 +60,6 @@ def test_released_presets_per_dataset():
         40, 0.4, 5, 8, 0.14, 1.06, 1024, 5e-5, None)
 
 
-def test_search_space_suggests_known_parameters():
-    import optuna
-
-    for name in ("pgnn_con", "ignn_con", "dagnn"):
-        cls = get_method(name).cls
-        study = optuna.create_study()
-        suggested = cls.search_space(study.ask())
-        build(cls.Params, suggested, name)  # every key is a valid, in-range parameter
-
-
 def test_label_input_falls_back_without_embeddings(parts):
     from dataclasses import replace
 
@@ -106,18 +96,18 @@ def test_reconstruction_fills_only_missing_rows(parts):
     m.fit(inc, val, FitContext())
     x, t = torch.as_tensor(inc.image), torch.as_tensor(inc.text)
     im, tm = torch.as_tensor(inc.image_present), torch.as_tensor(inc.text_present)
-    xr, tr = m._reconstruct(x, t, im, tm)
+    xr, tr = reconstruct(m.model, x, t, im, tm)
     assert torch.equal(xr[im], x[im]) and torch.equal(tr[tm], t[tm])
     assert xr[~im].abs().sum() > 0 and tr[~tm].abs().sum() > 0
 
 
 def test_mixed_batches_draw_paired_image_only_text_only_one_two_two():
     groups = [torch.arange(0, 10), torch.arange(10, 50), torch.arange(50, 100)]
-    batches = gnn.mixed_batches(groups, [1, 2, 2], 50, 4, torch.Generator().manual_seed(0))
+    batches = mixed_batches(groups, [1, 2, 2], 50, 4, torch.Generator().manual_seed(0))
     for b in batches:
         assert ((b < 10).sum(), ((b >= 10) & (b < 50)).sum(), (b >= 50).sum()) == (10, 20, 20)
     # an empty group's share goes to the others
-    only = gnn.mixed_batches([torch.arange(5), torch.arange(0), torch.arange(5, 30)], [1, 2, 2], 30, 2,
+    only = mixed_batches([torch.arange(5), torch.arange(0), torch.arange(5, 30)], [1, 2, 2], 30, 2,
                              torch.Generator().manual_seed(0))
     assert all(len(b) == 30 for b in only)
 
@@ -161,3 +151,18 @@ def test_a_model_without_a_label_graph_logs_no_adjacency(parts):
     ctx = FitContext(seed=0)
     _method("pgnn_con/no_gnn", epochs=1).fit(train, val, ctx)
     assert "label_adjacency" not in ctx.artifacts
+
+
+def test_epochs_zero_leaves_an_untrained_model_that_training_beats():
+    cls = get_dataset("synthetic")
+    data = cls(build(cls.Params, {"n": 400, "image_dim": 48, "text_dim": 32, "seed": 1}, "ds")).load()
+    split = compute_split(data, SplitSpec())
+    train, val = data.subset(split.train), data.subset(split.val)
+    params = {"D": 64, "layers": 2, "batch": 50, "lr": 1e-3}
+    untrained, ctx = _method("pgnn_con", epochs=0, **params), FitContext(seed=0)
+    untrained.fit(train, val, ctx)
+    assert ctx.history == [] and ctx.best_epoch is None
+    trained = _method("pgnn_con", epochs=8, **params)
+    trained.fit(train, val, FitContext(seed=0))
+    before, after = validation_map(untrained, val), validation_map(trained, val)
+    assert after > before + 0.05, (before, after)

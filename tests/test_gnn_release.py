@@ -1,9 +1,10 @@
-"""The GNN family computes what the authors' release (LivXue/GNN4CMR) computes (issue 7).
+"""The GNN family computes what the authors' release (LivXue/GNN4CMR) computes.
 
-The last test re-implements the release's forward pass and loss straight from the equations of
-design/METHOD.md (our own code, written here, not the release's) and checks, in float64 on one
-batch with the model's weights copied across, that `pgnn_con/binary_con` and
-`ignn_con/binary_con` give the same total loss and the same gradient for every parameter.
+The last test re-implements the release's forward pass and loss straight from the equations in
+the module docstring of methods/gnn_con.py (our own code, written here, not the release's) and
+checks, in float64 on one batch with the model's weights copied across, that
+`pgnn_con/binary_con` and `ignn_con/binary_con` give the same total loss and the same gradient
+for every parameter.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.registry import get_method, load_plugins
 
 load_plugins()
 import _bench_plugins.methods.common.losses as L  # noqa: E402
+from _bench_plugins.methods.common.incomplete import fill_rows, plan_batches, run_stage2  # noqa: E402
 
 # 4 items, 3 labels: {0,1}, {0}, {0,2}, {2}
 TINY = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]])
@@ -101,18 +103,26 @@ def test_incomplete_defaults_follow_the_release():
             "zero_filled", "per_batch", True, 40)
 
 
+def _plan(method, im, tm, stage, prefilled=False):
+    """The one batch of all 12 rows as `fit` plans it for `stage`."""
+    (planned,) = plan_batches([torch.arange(len(im))], "cpu", im, tm, lambda bi, bt: method.presence(bi, bt, stage),
+                              fill=method.fills(stage) and not prefilled)
+    return planned
+
+
 def test_stage1_treats_zero_filled_rows_as_present_by_default(incomplete):
     m = _method("pgnn_con", D=4, layers=2)
     m.build(incomplete, FitContext())
-    x, t, im, tm = _tensors(incomplete)
-    xs, ts, pi, pt, ri, rt = m.batch_inputs(x, t, im, tm, stage=1)
-    assert torch.equal(xs, x) and torch.equal(ts, t)
-    assert bool(pi.all() and pt.all() and ri.all() and rt.all())
-    assert float(xs[~im].abs().sum()) == 0.0  # absent rows are zeros, fed in as features
+    _, _, im, tm = _tensors(incomplete)
+    planned = _plan(m, im, tm, stage=1)
+    assert planned.fill is None  # nothing reconstructed in stage 1
+    assert planned.masks is None  # every row present and real: the complete path, zero rows fed in as features
+    assert all(bool(mask.all()) for mask in m.presence(im, tm, stage=1))
     masked = _method("pgnn_con", D=4, layers=2, absent_rows="masked")
     masked.build(incomplete, FitContext())
-    _, _, pi, pt, ri, rt = masked.batch_inputs(x, t, im, tm, stage=1)
-    assert torch.equal(pi, im) and torch.equal(pt, tm) and torch.equal(ri, im) and torch.equal(rt, tm)
+    masks = _plan(masked, im, tm, stage=1).masks
+    assert torch.equal(masks.im, im) and torch.equal(masks.tm, tm)
+    assert torch.equal(masks.im_real, im) and torch.equal(masks.tm_real, tm)
 
 
 def test_stage2_reconstructs_per_batch_in_train_mode_and_counts_filled_rows_as_real(incomplete):
@@ -121,7 +131,10 @@ def test_stage2_reconstructs_per_batch_in_train_mode_and_counts_filled_rows_as_r
     model.train()
     twin = copy.deepcopy(model)
     x, t, im, tm = _tensors(incomplete)
-    xs, ts, pi, pt, ri, rt = m.batch_inputs(x, t, im, tm, stage=2)
+    planned = _plan(m, im, tm, stage=2)
+    assert [c.tolist() for c in planned.fill[0]] == [[8, 9, 10, 11]]  # image-only rows get a text
+    assert [c.tolist() for c in planned.fill[1]] == [[4, 5, 6, 7]]  # text-only rows get an image
+    xs, ts = fill_rows(model, x, t, *planned.fill, train_mode=True)  # what train_step does first
     assert model.training  # mode restored
     # expected fill: the group's rows through encoder and decoder as one train-mode batch
     with torch.no_grad():
@@ -133,30 +146,42 @@ def test_stage2_reconstructs_per_batch_in_train_mode_and_counts_filled_rows_as_r
     assert torch.allclose(xs[4:8], images_for_texts, atol=1e-6)
     assert not torch.allclose(ts[8:12], eval_mode, atol=1e-4)
     assert torch.equal(xs[:4], x[:4]) and torch.equal(ts[:8], t[:8])  # present rows untouched
-    assert bool(ri.all() and rt.all() and pi.all() and pt.all())  # filled rows are real for the GAN
+    assert planned.masks is None  # filled rows are present and real for the GAN: the complete path
     # recon_as_real false: filled rows stay out of the GAN's real terms
     keep_out = _method("pgnn_con", D=4, layers=2, recon_as_real=False)
     keep_out.build(incomplete, FitContext())
-    _, _, pi, pt, ri, rt = keep_out.batch_inputs(x, t, im, tm, stage=2)
-    assert bool(pi.all() and pt.all()) and torch.equal(ri, im) and torch.equal(rt, tm)
+    masks = _plan(keep_out, im, tm, stage=2).masks
+    assert bool(masks.im.all() and masks.tm.all()) and torch.equal(masks.im_real, im) and torch.equal(masks.tm_real, tm)
     # no reconstruction (no_recon): nothing filled, zero rows as present
     none = _method("pgnn_con/no_recon", D=4, layers=2)
     none.build(incomplete, FitContext())
-    xs, ts, pi, *_ = none.batch_inputs(x, t, im, tm, stage=2)
-    assert torch.equal(xs, x) and torch.equal(ts, t) and bool(pi.all())
+    planned = _plan(none, im, tm, stage=2)
+    assert planned.fill is None and planned.masks is None
 
 
-def test_per_epoch_reconstruction_fills_in_eval_mode_once(incomplete):
-    m = _method("pgnn_con", D=4, layers=2, stage2_recon="per_epoch", absent_rows="masked", recon_as_real=False)
+def test_per_epoch_reconstruction_fills_in_eval_mode_once_per_stage2_epoch(incomplete):
+    m = _method("pgnn_con", D=4, layers=2, stage2_recon="per_epoch", absent_rows="masked", recon_as_real=False,
+                batch=10, stage2_epochs=1)
     model = m.build(incomplete, FitContext())
     x, t, im, tm = _tensors(incomplete)
-    xs, ts = m._reconstruct(x, t, im, tm)
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(ts[8:12], model.dec_img2txt(model.enc_img(x[8:12])), atol=1e-6)
-    out = m.batch_inputs(xs, ts, im, tm, stage=2, prefilled=True)
-    assert torch.equal(out[0], xs) and torch.equal(out[1], ts)  # prefilled: not filled again
-    assert bool(out[2].all() and out[3].all()) and torch.equal(out[4], im) and torch.equal(out[5], tm)
+        text_for_images = model.dec_img2txt(model.enc_img(x[8:12]))
+    seen = []
+
+    def train_batches(batches, opt, imgs, txts, stage, prefilled=False):
+        seen.append((batches, imgs, txts, stage, prefilled))
+        return {"loss": 0.0}
+
+    run_stage2(FitContext(), model, m.params, x, t, im, tm, train_batches, lambda: 0.0,
+               torch.Generator().manual_seed(0), best_first=1.0, offset=3)
+    ((batches, imgs, txts, stage, prefilled),) = seen
+    assert stage == 2 and prefilled  # filled already: the steps must not fill again
+    assert torch.allclose(txts[8:12], text_for_images, atol=1e-6) and torch.equal(imgs[:4], x[:4])
+    assert [len(b) for b in batches] == [10, 10]  # ceil(12 / 10) steps of 2 paired, 4 image-only, 4 text-only
+    assert [((b < 4).sum().item(), (b >= 8).sum().item()) for b in batches] == [(2, 4), (2, 4)]
+    planned = _plan(m, im, tm, stage=2, prefilled=True)
+    assert planned.fill is None and torch.equal(planned.masks.im_real, im) and bool(planned.masks.im.all())
 
 
 # --- done means: one batch, copied weights, float64: loss and every gradient ---------------------------
@@ -195,7 +220,7 @@ def _contrastive_term(sim, pos):
 
 
 def _reference_loss(w, x, t, y, labels_train, h0_init, graph, alpha, beta, tau, gamma, thr, layers, k):
-    """The release's forward + loss written from METHOD.md (binary positives)."""
+    """The release's forward + loss written from its equations (binary positives)."""
     u = F.relu(_lin(_bn(x, w["enc_img.0"]), w["enc_img.1"]))
     v = F.relu(_lin(_bn(t, w["enc_txt.0"]), w["enc_txt.1"]))
     if graph == "probabilistic":
@@ -265,10 +290,7 @@ def test_loss_and_every_gradient_match_the_release_equations_float64(name):
     x = torch.as_tensor(train.image[:n], dtype=torch.float64)
     t = torch.as_tensor(train.text[:n], dtype=torch.float64)
     y = torch.as_tensor(train.labels[:n], dtype=torch.float64)
-    ones = torch.ones(n, dtype=torch.bool)
-
-    inputs = method.batch_inputs(x, t, ones, ones, stage=1)
-    ours = method.batch_losses(inputs[0], inputs[1], y, *inputs[2:])["loss"]
+    ours = method.batch_losses(x, t, y)["loss"]
     ours.backward()
 
     # the same weights, as fresh float64 leaves, grouped by module

@@ -1,5 +1,6 @@
-"""Speed paths of the GNN family (issue 13, part 4): no host synchronisation in a complete-data
-training step, bf16 autocast and torch.compile giving the fp32 losses, fp16 refused on CPU."""
+"""Speed paths of the GNN family: no host synchronisation in a complete-data training step, bf16
+autocast and torch.compile giving the fp32 losses, fp16 refused on CPU and bf16 on a CPU that
+would emulate it."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from bench.data import make_data
 from bench.errors import ConfigError
 from bench.method import FitContext
 from bench.params import build
-from bench.registry import get_method, load_plugins
+from bench.registry import get_method, load_plugins, method_entries
 
 load_plugins()
-from _bench_plugins.methods.gnn_con import RowMasks  # noqa: E402
+from _bench_plugins.methods.common.incomplete import RowMasks, fill_plan  # noqa: E402
+from _bench_plugins.methods.gnn_con import GNNCon  # noqa: E402
+
+# every family of GNNCon, and every ablation once (the pgnn_con ones: each switches a term or a module off)
+GNN_FAMILY = sorted(name for name, e in method_entries().items()
+                    if issubclass(e.cls, GNNCon) and (e.variant is None or e.family == "pgnn_con"))
 
 # ops that copy a device value to the host (a synchronisation on CUDA)
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
@@ -57,7 +63,7 @@ def _sync_ops(fn):
     return sorted(e.name for e in prof.events() if e.name in SYNC_OPS and not _in_optimizer(e))
 
 
-@pytest.mark.parametrize("name", ["pgnn_con", "ignn_con", "dagnn", "pgnn_con/no_gan"])
+@pytest.mark.parametrize("name", GNN_FAMILY)
 def test_a_complete_data_training_step_never_reads_a_device_value_on_the_host(name):
     data = _data()
     m = _method(name)
@@ -88,7 +94,7 @@ def test_an_incomplete_batch_with_host_built_masks_does_not_synchronise_either()
     m.train_step(x, t, y, opt, masks)
     assert _sync_ops(lambda: m.train_step(x, t, y, opt, masks)) == []
     # stage 2, reconstructing the missing features of the batch first (rows planned on the host)
-    recon, masks2 = m._fill_plan(im, tm, x.device), RowMasks.build(*m.presence(im, tm, stage=2))
+    recon, masks2 = fill_plan(im, tm, x.device), RowMasks.build(*m.presence(im, tm, stage=2))
     assert [len(c) for c in recon[0] + recon[1]] == [3, 3] and masks2.count["im_real"] == 9
     m.train_step(x, t, y, opt, masks2, recon)
     assert _sync_ops(lambda: m.train_step(x, t, y, opt, masks2, recon)) == []
@@ -148,6 +154,52 @@ def test_fp16_on_cpu_is_refused_with_one_line():
     assert "\n" not in str(err.value) and "fp16 needs a CUDA device" in str(err.value)
     with pytest.raises(ConfigError):
         m.fit(_data(), _data(), FitContext(seed=0))
+
+
+@pytest.mark.parametrize("native", [True, None])
+def test_bf16_on_a_cpu_with_native_or_unknown_bf16_support_is_accepted(monkeypatch, native):
+    from bench import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
+    _method("pgnn_con", precision="bf16").check_device(torch.device("cpu"))
+
+
+def test_bf16_on_a_cpu_that_would_emulate_it_is_refused_with_the_measured_slowdown(monkeypatch):
+    from bench import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    m = _method("pgnn_con", precision="bf16")
+    with pytest.raises(ConfigError) as err:
+        m.check_device(torch.device("cpu"))
+    assert "\n" not in str(err.value) and "pgnn_con.precision: bf16" in str(err.value)
+    assert "50x slower" in str(err.value) and "use precision: fp32" in str(err.value)
+    m.check_device(torch.device("cuda"))  # the CPU's instructions say nothing about a GPU
+    _method("pgnn_con").check_device(torch.device("cpu"))  # fp32 is always fine
+
+
+def test_bf16_on_an_emulating_cpu_stops_bench_run_before_anything_is_written(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from conftest import TINY_SYNTHETIC, files_under, write_sweep
+
+    from bench import hardware
+    from bench.cli import main
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    path = write_sweep(tmp_path, f"""
+        name: brain
+        seeds: [0]
+        device: cpu
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods:
+          - cca
+          - name: dagnn
+            params: {{precision: bf16, epochs: 1}}
+    """)
+    res = CliRunner().invoke(main, ["run", str(path), "--results", str(tmp_path / "res")])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "dagnn" in lines[0] and "50x slower than fp32" in lines[0], lines
+    assert files_under(tmp_path / "res") == []
 
 
 def test_fp16_on_a_cpu_sweep_stops_bench_run_before_anything_is_written(tmp_path):

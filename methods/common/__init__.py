@@ -1,1 +1,3 @@
-"""Building blocks shared by method plugins: graphs, layers and losses (not plugins themselves)."""
+"""Building blocks shared by method plugins (not plugins themselves): label graphs, layers, losses,
+CCA maths, the deep plugins' fit helpers (`training`) and the GNN family's incomplete-modal
+training (`incomplete`)."""

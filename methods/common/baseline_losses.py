@@ -1,6 +1,6 @@
 """Loss pieces of the deep baselines (ACMR, DSCMR, ALGCN), each a small pure function.
 
-Written from design/BASELINES.md (the maths of each release). Conventions as in `losses.py`:
+Written from the papers and the maths of each authors' release. Conventions as in `losses.py`:
 optional bool masks (one per row) mark which rows carry a modality; terms skip absent rows,
 and a term with nothing left to average is 0 (not NaN). With no masks every function is the
 release's formula exactly. DSCMR's pairwise term J2 (also ALGCN's L_nll) is `losses.dscmr_nll`,

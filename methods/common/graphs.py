@@ -49,13 +49,14 @@ def probabilistic_adjacency(cooc: np.ndarray, nums: np.ndarray, t: float) -> tor
 
 
 def cosine_matrix(h: torch.Tensor) -> torch.Tensor:
-    """(c, c) cosine similarities between the rows of h."""
+    """cos_ij = h_i . h_j / (|h_i| |h_j|) between the rows of h (norms floored at 1e-12); batched over
+    leading dimensions."""
     z = F.normalize(h, dim=-1, eps=1e-12)
     return z @ z.transpose(-1, -2)
 
 
 def threshold(s: torch.Tensor, t: float) -> torch.Tensor:
-    """Entries below t set to 0 (kept entries stay differentiable)."""
+    """thr_t(S)_ij = S_ij [S_ij >= t]: entries below t set to 0 (kept entries stay differentiable)."""
     return s * (s >= t).to(s.dtype)
 
 

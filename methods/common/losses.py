@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """sum_i m_i x_i / max(1, sum_i m_i) (the plain mean without a mask; 0, not NaN, for an empty mask)."""
     if mask is None:
         return x.mean()
     m = mask.to(x.dtype)
