@@ -64,7 +64,7 @@ if [ "$dry_run" = 1 ]; then
 fi
 
 if [ "$create_venv" = 1 ]; then
-  echo "setup.sh: creating .venv with $PY (Python $version)"
+  echo "setup.sh: creating .venv with $(command -v "$PY") (Python $version)"
   if ! err=$("$PY" -m venv .venv 2>&1); then
     rm -rf .venv  # a half-made venv (no pip) would be picked up by the next try
     if echo "$err" | grep -qi "ensurepip\|no module named venv"; then
