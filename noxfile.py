@@ -1,4 +1,5 @@
-"""nox sessions: tests, lint, quick (the embedded default sweep), perf (benchmarks), integration (PostgreSQL)."""
+"""nox sessions: tests, lint, quick (the embedded default sweep), perf (benchmarks), integration (PostgreSQL),
+browser (screenshots), docs (the manual)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,14 @@ def integration(session: nox.Session) -> None:
     `apt-get install -y postgresql`; as root, PostgreSQL is started as the `postgres` user)."""
     _install(session, "dev,postgres")
     session.run("pytest", "-m", "integration", "tests/test_integration_postgres.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The manual: `mkdocs build --strict` into site/ (offline); `nox -s docs -- serve` serves it with live reload."""
+    _install(session, "docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"  # Material's banner about MkDocs 2.0: noise in a log
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)

@@ -29,8 +29,14 @@ def _copy(dst: Path) -> Path:
 
 
 def _venv(folder: Path) -> Path:
-    """A fresh venv that sees the system packages (torch, mlflow, ...) but installs its own bench."""
+    """A fresh venv that sees this interpreter's packages (torch, mlflow, ...) but installs its own bench."""
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", folder], cwd=folder.parent)
+    if sys.prefix != sys.base_prefix:
+        # Run from a venv (setup.sh's .venv), --system-site-packages reaches the base interpreter's packages,
+        # not this venv's: list this venv's site folders as plain paths (its .pth files, such as the editable
+        # bench's finder, are not processed, so the new venv's own bench stays the one imported).
+        site = next((folder / "lib").glob("python3*/site-packages"))
+        (site / "zz_parent_venv.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
     return folder / "bin"
 
 
