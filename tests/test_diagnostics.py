@@ -7,9 +7,11 @@ import pytest
 from scipy.stats import norm
 
 from bench.diagnostics import (
+    LabelAP,
     alignment,
     centroid_distance,
     dominant_label,
+    mean_label_ap,
     modality_gap,
     modality_probe_accuracy,
     per_label_ap,
@@ -193,6 +195,16 @@ def test_a_label_no_item_carries_has_no_ap():
     assert np.isfinite(np.delete(result.mean, 2)).all()
 
 
+def test_mean_label_ap_averages_runs_label_by_label_skipping_missing_labels():
+    first = LabelAP(i2t=np.array([0.2, np.nan]), t2i=np.array([0.4, 0.5]), count=np.array([3, 0]),
+                    frequency=np.array([0.3, 0.0]))
+    second = LabelAP(i2t=np.array([0.6, np.nan]), t2i=np.array([0.0, 0.7]), count=np.array([3, 0]),
+                     frequency=np.array([0.3, 0.0]))
+    mean = mean_label_ap([first, second])
+    assert np.allclose(mean.i2t[:1], [0.4]) and np.isnan(mean.i2t[1])
+    assert np.allclose(mean.t2i, [0.2, 0.6])
+
+
 def test_per_label_difference_is_the_mean_of_seed_paired_differences():
     full = {0: np.array([0.5, 0.6, 0.7]), 1: np.array([0.4, 0.6, np.nan]), 2: np.array([0.1, 0.1, 0.1])}
     variant = {0: np.array([0.6, 0.5, 0.7]), 1: np.array([0.7, 0.6, 0.2]), 3: np.array([9.0, 9.0, 9.0])}
@@ -241,6 +253,11 @@ def test_tsne_maps_are_deterministic_for_a_seed():
     assert np.array_equal(first.coords["no_gan"][0], again.coords["no_gan"][0])
     other = tsne_maps(_models(), max_items=30, seed=5)
     assert not np.array_equal(first.positions, other.positions)
+
+
+def test_tsne_maps_do_not_depend_on_the_thread_count():
+    one, default = tsne_maps(_models(), max_items=30, threads=1), tsne_maps(_models(), max_items=30, threads=None)
+    assert np.array_equal(one.coords["full"][1], default.coords["full"][1])
 
 
 def test_tsne_maps_refuse_models_of_different_samples():
