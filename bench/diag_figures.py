@@ -125,9 +125,11 @@ def label_delta_figure(deltas: Mapping[str, LabelDelta], frequency: np.ndarray, 
         ax.barh(y, delta.mean[order], height=width, color=colours[variant], label=f"{variant} − {full}",
                 xerr=np.nan_to_num(delta.std[order]), error_kw=dict(elinewidth=0.6, capsize=1.5, ecolor="0.3"))
     ax.axvline(0, color="0.2", linewidth=0.8)
-    ax.use_sticky_edges = False  # keep a margin past zero when every bar points one way
+    ends = [d.mean[order] + sign * np.nan_to_num(d.std[order]) for d in deltas.values() for sign in (-1, 1)]
+    low, high = min(0.0, np.nanmin(ends)), max(0.0, np.nanmax(ends))
+    ax.set_xlim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))  # zero visible, with a margin
     ax.set_yticks(rows, [f"{label_names[i]} ({frequency[i]:.1%})" for i in order], fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(len(order) - 0.5, -0.5)  # most frequent on top, no empty band at either end
     ax.set_xlabel("Δ AP per label (mean of the two directions)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)

@@ -16,11 +16,13 @@ from bench.diagnostics import (
     modality_probe_accuracy,
     per_label_ap,
     per_label_difference,
+    per_query_ap,
     retrieval_gallery,
     top_k,
     tsne_maps,
     uniformity,
 )
+from bench.metrics import mean_average_precision
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -170,6 +172,57 @@ def test_per_label_ap_is_the_map_of_the_queries_carrying_the_label():
         assert result.t2i[label] == pytest.approx(ap_t2i[carriers].mean(), abs=1e-6)
         assert result.count[label] == carriers.sum()
         assert result.frequency[label] == pytest.approx(carriers.mean())
+
+
+def _tie_heavy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings full of exact ties: entries in {-1, 0, 1} on 3 dims, some rows rescaled copies."""
+    rng = np.random.default_rng(seed)
+    image, text = rng.integers(-1, 2, (n, 3)).astype(float), rng.integers(-1, 2, (n, 3)).astype(float)
+    image[::4] = image[1::4][: len(image[::4])] * rng.uniform(0.1, 9, (len(image[::4]), 1))
+    return image, text
+
+
+def test_per_query_ap_matches_a_naive_loop_query_by_query():
+    labels = _multilabel(50, 5, seed=3)
+    image, text = _gaussian(50, 4, 0), _gaussian(50, 4, 1)
+    assert np.allclose(per_query_ap(image, text, labels, labels), _naive_query_ap(image, text, labels, labels),
+                       atol=1e-6)
+
+
+def test_per_query_ap_averages_to_bench_metrics_map_even_with_ties():
+    labels = _multilabel(60, 4, seed=1)
+    image, text = _tie_heavy(60, seed=0)
+    for q, r in ((image, text), (text, image)):
+        ap = per_query_ap(q, r, labels, labels, max_bytes=4096)  # several chunks
+        assert np.mean(ap) == pytest.approx(mean_average_precision(q, r, labels, labels), abs=1e-9)
+
+
+def test_per_query_ap_with_one_relevant_item_and_with_none():
+    labels_q = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    labels_r = np.array([[0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    q, r = _gaussian(3, 3, 0), _gaussian(4, 3, 1)
+    ap = per_query_ap(q, r, labels_q, labels_r)
+    assert np.allclose(ap[:2], _naive_query_ap(q[:2], r, labels_q[:2], labels_r), atol=1e-9)
+    assert np.isnan(ap[2])
+
+
+def test_per_label_ap_equals_bench_metrics_map_of_the_carriers_even_with_ties():
+    labels = _multilabel(60, 4, seed=2)
+    image, text = _tie_heavy(60, seed=1)
+    result = per_label_ap(image, text, labels)
+    for label in range(4):
+        rows = labels[:, label] == 1
+        assert result.i2t[label] == pytest.approx(mean_average_precision(image[rows], text, labels[rows], labels),
+                                                  abs=1e-9)
+        assert result.t2i[label] == pytest.approx(mean_average_precision(text[rows], image, labels[rows], labels),
+                                                  abs=1e-9)
+
+
+def test_an_item_without_labels_does_not_spoil_the_other_labels():
+    labels = _multilabel(30, 3, seed=0)
+    labels[5] = 0
+    result = per_label_ap(_gaussian(30, 3, 0), _gaussian(30, 3, 1), labels)
+    assert np.isfinite(result.i2t).all() and np.isfinite(result.t2i).all()
 
 
 def test_per_label_ap_of_single_label_data_is_per_class_ap():
