@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from bench.metrics import DEFAULT_MAX_BYTES
-
 Embeddings = tuple[np.ndarray, np.ndarray]  # (image, text) rows of the same items
+# Working-memory budget of one ranking chunk: smaller than bench.metrics' default (256 MiB), since
+# a report ranks small samples, where chunk size barely changes the speed.
+RANKING_MAX_BYTES = 64 * 2**20
 Preview = Callable[[int], "Mapping[str, str] | None"]
 
 # Similarities are rounded to this grid before ranking, as bench.metrics does, so the gallery
@@ -166,7 +167,7 @@ class LabelAP:
 
 
 def per_query_ap(query: np.ndarray, retrieval: np.ndarray, query_labels: np.ndarray,
-                 retrieval_labels: np.ndarray, *, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+                 retrieval_labels: np.ndarray, *, max_bytes: int = RANKING_MAX_BYTES) -> np.ndarray:
     """AP@all of each query (float64, (q,)), NaN for a query with no relevant item.
 
     The ranking and AP are `bench.metrics`' (its mean over the non-NaN queries is
@@ -190,6 +191,7 @@ def per_query_ap(query: np.ndarray, retrieval: np.ndarray, query_labels: np.ndar
         del sims
         lq = torch.as_tensor(np.asarray(query_labels[start:start + step], dtype=np.float32))
         relevant = ((lq @ lr.T) > 0).gather(1, order)
+        del order
         precision_at_hit = relevant.cumsum(1, dtype=torch.float32).div_(ranks).mul_(relevant)
         found = relevant.sum(1)
         ap = precision_at_hit.sum(1, dtype=torch.float64) / found.clamp(min=1)
@@ -198,7 +200,7 @@ def per_query_ap(query: np.ndarray, retrieval: np.ndarray, query_labels: np.ndar
 
 
 def per_label_ap(image: np.ndarray, text: np.ndarray, labels: np.ndarray, *,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> LabelAP:
+                 max_bytes: int = RANKING_MAX_BYTES) -> LabelAP:
     """AP per label: for label l, the mAP@all of the queries that carry l (what
     `bench.metrics.mean_average_precision` gives for those queries), retrieving from all items of
     the other modality; relevance is the usual "shares any label", not only l. ``i2t`` uses image
