@@ -157,6 +157,10 @@ def command_line() -> str:
 @click.option("--force", is_flag=True, help="rerun runs that already finished")
 @click.option("--dry-run", is_flag=True, help="list the runs (and whether each is done) without running")
 @click.option("--device", default=None, help="override the sweep's device: auto, cpu, cuda, cuda:N")
+@click.option("--embeddings-max", type=click.IntRange(min=1), default=None, metavar="N",
+              help="keep a seeded sample of at most N test items' embeddings per run, for `bench report --diag` "
+                   "(default 2000; float16, about 8 MB at D 1024)")
+@click.option("--no-embeddings", is_flag=True, help="keep no embeddings (no diagnostics for these runs)")
 @tracking_options
 @threads_option
 @plugins_option
@@ -165,13 +169,15 @@ def command_line() -> str:
 def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...], datasets: tuple[str, ...],
         multirun: bool, results: str | None, force: bool, dry_run: bool, device: str | None,
         tracking_uri: str | None, no_mlflow: bool, threads: int | None, max_runs: int | None,
-        workers: int | None, scheduler: str | None, cluster_file: str | None) -> None:
+        workers: int | None, scheduler: str | None, cluster_file: str | None, embeddings_max: int | None,
+        no_embeddings: bool) -> None:
     """Train and evaluate every (dataset, method, params, seed) of SWEEP_FILE; resumable.
 
     KEY=VALUE arguments override the file (seeds=[0] methods.pgnn_con.epochs=5
     datasets.synthetic.n=500); see "Command-line overrides" in the manual. --workers N runs them
     on N local Dask worker processes (see "Scale-out").
     """
+    from bench.embeddings import EMBEDDINGS_MAX
     from bench.invocation import RunRequest, run_sweep
     from bench.progress import interactive
     from bench.sweep import MAX_RUNS
@@ -180,7 +186,7 @@ def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...],
                      methods=methods, datasets=datasets, multirun=multirun, force=force, dry_run=dry_run,
                      device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow, threads=threads,
                      max_runs=max_runs or MAX_RUNS, scale=cluster_options(workers, threads, scheduler, cluster_file),
-                     command=command_line())
+                     command=command_line(), embeddings_max=0 if no_embeddings else embeddings_max or EMBEDDINGS_MAX)
     code = run_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
     if code:
         sys.exit(code)

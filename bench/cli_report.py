@@ -51,6 +51,10 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
 @click.option("--names", default=None, metavar="paper|FILE",
               help="display names for methods, variants and datasets: 'paper' (P-GNN-CON, w/o GAN, MIRFlickr) "
                    "or a YAML file with methods/variants/datasets mappings")
+@click.option("--diag", is_flag=True,
+              help="diagnostics from the runs' kept embeddings: modality gap (probe accuracy, centroid distance, "
+                   "alignment, uniformity) beside mAP and per variant, AP per label; with --figures also per-label, "
+                   "t-SNE and retrieval-gallery figures")
 @click.option("--per-seed", is_flag=True, help="csv: one row per (sweep, dataset, method, configuration, seed)")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write to a file instead")
 @click.option("--figures", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -61,7 +65,7 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
 def report(items: tuple[str, ...], results: str | None, methods: tuple[str, ...], datasets: tuple[str, ...],
            multirun: bool, fmt: str, layout: str, metric: str, digits: int, caption: str | None,
            label: str | None, cost: bool, stat_test: str, stats: bool, merge: bool, against: str | None,
-           names: str | None, per_seed: bool, output: str | None, figures: str | None) -> None:
+           names: str | None, diag: bool, per_seed: bool, output: str | None, figures: str | None) -> None:
     """Tables of mean ± std over seeds, from the records of sweeps (default: every sweep).
 
     A sweep NAME reports every record of that sweep. A sweep FILE, or a name with KEY=VALUE
@@ -76,5 +80,6 @@ def report(items: tuple[str, ...], results: str | None, methods: tuple[str, ...]
         items=items, results=Path(results or os.environ.get("BENCH_RESULTS", "results")), fmt=fmt, layout=layout,
         metric=metric, digits=digits, caption=caption, label=label, cost=cost, test=stat_test, stats=stats,
         merge=merge, against=against, names=names, per_seed=per_seed, methods=methods, datasets=datasets,
-        multirun=multirun, output=Path(output) if output else None, figures=Path(figures) if figures else None)
+        multirun=multirun, output=Path(output) if output else None, figures=Path(figures) if figures else None,
+        diag=diag)
     produce(request, click.echo)

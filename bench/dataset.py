@@ -39,3 +39,10 @@ class Dataset:
     def load(self) -> CrossModalData:
         """Load, validate and return the data."""
         raise NotImplementedError
+
+    def preview(self, i: int) -> dict[str, str] | None:
+        """What item `i` (a row of the loaded data) looks like, for the report's retrieval gallery:
+        {"image": path of a PNG or JPEG file, "text": its caption or title}, either key optional;
+        None when the raw content is not at hand (the default: feature packs keep none). A
+        subclass that knows where the raw images are can add it without changing anything else."""
+        return None

@@ -101,7 +101,8 @@ def method_info(name: str) -> list[str]:
 
         lines += ["", f"precision, fast on this machine: {precision_note()}"]
     if cls.presets:
-        lines += ["", "presets (per dataset; override the defaults, see the precedence in the manual's sweep file page):"]
+        lines += ["", "presets (per dataset; they override the defaults: see the precedence on the manual's "
+                  "sweep file page):"]
         for dataset, values in cls.presets.items():
             lines.append(f"  {dataset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     space = search_space(cls)

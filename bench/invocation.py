@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import ClusterInBackground, ClusterOptions, task_resources
+from bench.embeddings import EMBEDDINGS_MAX
 from bench.environment import commit_tags, git_commit
 from bench.executors import DaskExecutor, SerialExecutor
 from bench.method import resolve_device
@@ -65,6 +66,7 @@ class RunRequest:
     max_runs: int = MAX_RUNS
     scale: ClusterOptions | None = None  # None: serial, in this process
     command: str = ""  # the command line as typed, stored on the parent run and in every record
+    embeddings_max: int = EMBEDDINGS_MAX  # test embeddings kept per run for the diagnostics (0: none)
 
 
 @dataclass
@@ -202,7 +204,7 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
                   show_progress: bool = False, states: dict[str, tuple[str, str]] | None = None,
                   summary: SweepSummary | None = None, cache: DataCache | None = None,
                   threads: int | None = None, labels: dict[str, RunLabels] | None = None,
-                  invocation: dict[str, Any] | None = None) -> SweepSummary:
+                  invocation: dict[str, Any] | None = None, embeddings_max: int = EMBEDDINGS_MAX) -> SweepSummary:
     """Run every pending spec of `sweep` on `executor` (serial by default); returns the summary.
 
     Opens the invocation's parent run (closed FINISHED, FAILED or KILLED), prints the skipped
@@ -229,7 +231,8 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
                      positions={s.key: i for i, s in enumerate(sweep.specs)},
                      tracking_uri=getattr(tracker.inner, "uri", None) if tracker.enabled else None,
                      parent_run_id=tracker.parent_id, plugin_roots=user_plugin_roots(), threads=threads or 1,
-                     labels=labels if labels is not None else run_labels(sweep, None), invocation=invocation or {})
+                     labels=labels if labels is not None else run_labels(sweep, None), invocation=invocation or {},
+                     embeddings_max=embeddings_max)
     if not executor.in_process:
         echo(f"sweep {sweep.name}: {len(todo)} runs on {executor.workers} Dask worker(s)"
              + (f" with resources {executor.resources}" if executor.resources else ""))
@@ -321,7 +324,7 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
             execute_sweep(sweep, root, executor=executor(), tracker=tracker, force=req.force, echo=echo,
                           show_progress=show_progress, states=states, summary=summary, cache=cache,
                           threads=req.threads, labels=run_labels(sweep, file_definition(req, sweep)),
-                          invocation=invocation_fields(req, sweep))
+                          invocation=invocation_fields(req, sweep), embeddings_max=req.embeddings_max)
             if tracker.parent_id:
                 publish_to_parent(tracker, sweep, root, warn)
     except KeyboardInterrupt:

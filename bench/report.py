@@ -9,7 +9,9 @@ Per sweep (or one merged table for several with `--merge`, see `bench.report_mer
   rows whose runs selected their last epoch; published numbers (`--against`) as rows of their own;
 - the ablation table whenever variants and their full model share a dataset (`bench.report_ablation`),
   and with `--stats` a table of every comparison's p-value, adjusted p-value and 95 % interval;
-- with `--cost` a cost table; under the tables, failed runs and runs or seeds without a record.
+- with `--cost` a cost table; with `--diag` the diagnostics of `bench.report_diag` (modality gap
+  beside the metric, its ablation, AP per label) and, with `--figures`, their figures; under the
+  tables, failed runs and runs or seeds without a record.
 
 LaTeX labels are unique: `--label L` gives `L-<sweep>`, `L-<sweep>-ablation`, `L-<sweep>-stats`
 and `L-<sweep>-cost`, and the LaTeX output's first lines list them. Which records are covered
@@ -33,6 +35,7 @@ from bench.records import iter_records, scan_records
 from bench.report_ablation import Comparison, ablation_table, comparisons, stats_table
 from bench.report_cells import Table
 from bench.report_csv import per_seed_csv, summary_csv
+from bench.report_diag import diag_columns, diag_tables
 from bench.report_frame import (
     DIR_TITLES,
     DIRECTIONS,
@@ -79,6 +82,7 @@ class ReportRequest:
     multirun: bool = False
     output: Path | None = None
     figures: Path | None = None
+    diag: bool = False
 
 
 @dataclass
@@ -111,6 +115,7 @@ class _Options:
     merge: bool = False
     against: str | None = None
     names: str | None = None
+    diag: bool = False
 
 
 def latex_label(label: str | None, sweep: str, suffix: str = "") -> str:
@@ -168,7 +173,7 @@ def _published(tables: list[Table], summary: pd.DataFrame, m: Metric, sweep: str
 
 
 def _sweep_tables(df: pd.DataFrame, summary: pd.DataFrame, m: Metric, sweep: str, opts: _Options, names: Names,
-                  extra: list[str]) -> tuple[list[Table], list[Comparison]]:
+                  extra: list[str], by_key: dict[str, dict[str, Any]]) -> tuple[list[Table], list[Comparison]]:
     tables = [_main_table(summary, df, m, sweep, opts, names, extra)]
     found, skipped = comparisons(df, m, sweep, opts.test)
     ablation = ablation_table(df, m, sweep, opts.test, names=names, found=found, skipped=skipped)
@@ -185,6 +190,14 @@ def _sweep_tables(df: pd.DataFrame, summary: pd.DataFrame, m: Metric, sweep: str
         cost = cost_table(summary, sweep, names)
         cost.label = latex_label(opts.label, sweep, "-cost")
         tables.append(cost)
+    if opts.diag:
+        diag = diag_tables(df, summary, by_key, m, sweep, names, opts.test)
+        for suffix, table in diag:
+            table.label = latex_label(opts.label, sweep, suffix)
+        tables += [table for _, table in diag]
+        if not diag:
+            tables[0].notes.append("--diag: no run of this sweep kept its embeddings (rerun with --force; "
+                                   "--no-embeddings turns them off).")
     return tables, found
 
 
@@ -210,12 +223,14 @@ def build(results: Path, sweeps: list[str] | None = None, keys: set[str] | None 
     _check_metric(df, m, ", ".join(sweeps) if sweeps else str(results), others)
     extra = [OPTIMISTIC] if OPTIMISTIC in df and df[OPTIMISTIC].notna().any() else []
     cost_cols = ["cost_fit_s", "cost_params", "cost_peak_mb"] if opts.cost else []
-    summary = summarise(df, [m.keys[d] for d in DIRECTIONS] + extra + cost_cols)
+    diag_cols = [c for c in diag_columns() if c in df] if opts.diag else []
+    summary = summarise(df, [m.keys[d] for d in DIRECTIONS] + extra + cost_cols + diag_cols)
     rep = Report(list(dict.fromkeys(df["sweep"])), {}, {}, m, df, summary, records, names=names, published=entries,
                  stats=opts.stats)
     shown: set[Published] = set()
     for sweep in rep.sweeps:
-        rep.tables[sweep], rep.comparisons[sweep] = _sweep_tables(df, summary, m, sweep, opts, names, extra)
+        rep.tables[sweep], rep.comparisons[sweep] = _sweep_tables(df, summary, m, sweep, opts, names, extra,
+                                                                  {r["key"]: r for r in records})
         shown |= _published(rep.tables[sweep], summary, m, sweep, opts, entries, names)
         origins = list(dict.fromkeys(df[df["sweep"] == sweep]["origin"]))
         expected = {k: v for o in origins for k, v in (selection.expected.get(o, {}) if selection else {}).items()}
@@ -311,12 +326,16 @@ def produce(req: ReportRequest, echo: Callable[..., None]) -> None:
         echo(f"note: skipped {len(unusable)} unreadable record(s), e.g. {path}: {why}", err=True)
     rep = build(req.results, sel.names or None, selection=sel, records=records, layout=req.layout, metric=req.metric,
                 caption=req.caption, label=req.label, cost=req.cost, test=req.test, stats=req.stats, merge=req.merge,
-                against=req.against, names=req.names)
+                against=req.against, names=req.names, diag=req.diag)
     per_seed = req.per_seed or (req.fmt == "csv" and req.layout == "long")
     with tempfile.TemporaryDirectory() as tmp:
         fig_dir = req.figures or (Path(tmp) if req.fmt == "html" else None)
         source = FigureSource(rep.frame, {r["key"]: r for r in rep.records}, names=rep.names)
         figures = draw_all(source, fig_dir) if fig_dir else []
+        if fig_dir and req.diag:
+            from bench.report_diag_figures import draw_diag
+
+            figures += draw_diag(source, fig_dir, req.results)
         text = render(rep, req.fmt, req.digits, figures, per_seed)
     for fig in figures if req.figures else []:
         echo(f"wrote {fig.path}", err=True)

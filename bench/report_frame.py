@@ -124,6 +124,8 @@ def _row(rec: dict[str, Any], idents: dict[str, dict[str, dict[str, str]]]) -> d
         row[OPTIMISTIC] = rec["test_selected"]["map_avg"]
     row.update(_cost(rec))
     row.update(_epochs(rec))
+    row.update({f"diag_{k}": v for k, v in (rec.get("diagnostics") or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)})
     row["undefined"] = json.dumps(rec.get("metrics", {}).get("undefined", {}))
     return row
 

@@ -33,6 +33,7 @@ from bench.method import FitContext, validation_map
 from bench.params import build
 from bench.records import record_path, write_record
 from bench.registry import get_dataset, get_method
+from bench.run_diag import embeddings_path, keep_embeddings
 from bench.spec import RunSpec
 from bench.splits import MissingSpec, Split, missing_mask
 from bench.sweep_entries import get_dataset_params
@@ -115,8 +116,10 @@ def _test_maps(method: Any, data: CrossModalData, split: Split, device: torch.de
     return {"map_i2t": i2t, "map_t2i": t2i, "map_avg": 0.5 * (i2t + t2i)}
 
 
-def _evaluate(method: Any, data: CrossModalData, split: Split, device: torch.device) -> dict[str, Any]:
-    """Test metrics of a fitted method: test queries against the retrieval set, both directions."""
+def _evaluate(method: Any, data: CrossModalData, split: Split, device: torch.device
+              ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Test metrics of a fitted method (test queries against the retrieval set, both directions),
+    and the test queries' (image, text, labels) embeddings."""
     from bench.metrics import retrieval_metrics
 
     q, r = data.subset(split.test), data.subset(split.retrieval)
@@ -125,20 +128,24 @@ def _evaluate(method: Any, data: CrossModalData, split: Split, device: torch.dev
         img_r, txt_r = img_q, txt_q
     else:
         img_r, txt_r = method.encode(image=r.image, text=r.text)
-    return retrieval_metrics(_finite("test image", img_q), _finite("test text", txt_q), q.labels,
-                             _finite("retrieval image", img_r), _finite("retrieval text", txt_r), r.labels,
-                             device=device)
+    img_q, txt_q = _finite("test image", img_q), _finite("test text", txt_q)
+    metrics = retrieval_metrics(img_q, txt_q, q.labels, _finite("retrieval image", img_r),
+                                _finite("retrieval text", txt_r), r.labels, device=device)
+    return metrics, (img_q, txt_q, q.labels)
 
 
 def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.device, *,
             on_log: Callable[[int, dict[str, float]], None] | None = None,
             on_report: Callable[[int, float], None] | None = None,
             show_progress: bool = False, evaluate_test: bool = True,
-            epoch_echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+            epoch_echo: Callable[[str], None] | None = None,
+            keep: tuple[Path, Path, int] | None = None) -> dict[str, Any]:
     """Fit one spec and evaluate it; returns the result fields of its record (raises on failure).
 
     `epoch_echo`, when given, receives one progress line per reported epoch (for logs, where no
-    progress bar is shown). `evaluate_test=False` (tuning) never touches the test split.
+    progress bar is shown). `evaluate_test=False` (tuning) never touches the test split. `keep`
+    (file, results folder, at most so many items) saves the test embeddings and their diagnostics
+    (`bench.run_diag`).
     """
     entry = get_method(spec.method)
     method = entry.cls(build(entry.cls.Params, spec.params, spec.method))
@@ -171,11 +178,15 @@ def execute(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
         out["artifacts"] = ctx.artifacts
     if evaluate_test:
         t1 = time.perf_counter()
-        out["metrics"] = _evaluate(method, data, split, device)
+        out["metrics"], (img_q, txt_q, labels_q) = _evaluate(method, data, split, device)
         if probe:
             best = max(probe, key=lambda row: row["map_avg"])
             out["test_selected"] = {**best, "note": "epoch chosen on TEST mAP as in published code: optimistic"}
         out["timings"]["eval_s"] = time.perf_counter() - t1
+        if keep is not None:
+            t2 = time.perf_counter()
+            out.update(keep_embeddings(spec, split, img_q, txt_q, labels_q, data.label_names, *keep))
+            out["timings"]["diag_s"] = time.perf_counter() - t2
     out["memory"] = memory.fields()
     if device.type == "cuda":
         out["memory"]["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -237,13 +248,15 @@ def failure_fields(exc: BaseException) -> dict[str, Any]:
 def run_one(spec: RunSpec, data: CrossModalData, split: Split, device: torch.device, tracker: Tracker,
             results: Path, *, position: int = 0, environment: dict[str, Any] | None = None,
             echo: Callable[[str], None] | None = None, show_progress: bool = False,
-            labels: RunLabels | None = None, invocation: dict[str, Any] | None = None) -> dict[str, Any]:
+            labels: RunLabels | None = None, invocation: dict[str, Any] | None = None,
+            embeddings_max: int = 0) -> dict[str, Any]:
     """Run one spec to a written record (status ok, or failed with its reason) and return it.
 
     `tracker` must never raise (wrap a real one in `SafeTracker`). `echo` receives one line per
     epoch when no progress bar is shown; `environment` is the process's (`bench.environment`);
     `labels` name the run's configuration in MLflow; `invocation` (the command line, its
-    overrides, the resolved sweep) is stored in the record.
+    overrides, the resolved sweep) is stored in the record; `embeddings_max` > 0 keeps a sample of at
+    most so many test items' embeddings and their diagnostics.
     """
     t0 = time.perf_counter()
     env = environment or {}
@@ -259,11 +272,14 @@ def run_one(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
     base["data"] = {**data.summary(), "fingerprint": data.fingerprint()}
     result: dict[str, Any] = {}
     try:
+        keep = None
+        if embeddings_max:
+            keep = (embeddings_path(results, spec.sweep, spec.key), Path(results), embeddings_max)
         result = execute(spec, data, split, device, show_progress=show_progress,
-                         epoch_echo=None if show_progress else echo,
+                         epoch_echo=None if show_progress else echo, keep=keep,
                          on_log=lambda step, m: tracker.log_metrics(run_id, epoch_metrics(m), step))
         _log_results(tracker, run_id, result)
-        _attach_artifacts(tracker, run_id, spec, result, echo or (lambda _line: None))
+        _attach_artifacts(tracker, run_id, spec, result, echo or (lambda _line: None), Path(results))
         record = {**base, **result, "status": "ok", "reason": None}
     except KeyboardInterrupt:
         tracker.end_child(run_id, "KILLED")
@@ -291,14 +307,16 @@ def _log_results(tracker: Tracker, run_id: str | None, result: dict[str, Any]) -
         tracker.log_metrics(run_id, {"val/best_map": result["val_map"], "val/best_epoch": result["best_epoch"] or 0})
     if result.get("test_selected"):
         tracker.log_metrics(run_id, section("test_selected_optimistic", scalar_metrics(result["test_selected"])))
+    diag = {f"diag/{k}": v for k, v in result.get("diagnostics", {}).items() if isinstance(v, float)}
+    tracker.log_metrics(run_id, diag)
     cost = {**result.get("timings", {}), **result.get("memory", {}), "parameters": result["cost"]["parameters"]}
     tracker.log_metrics(run_id, section("cost", scalar_metrics({k: v for k, v in cost.items() if v is not None})))
 
 
 def _attach_artifacts(tracker: Tracker, run_id: str | None, spec: RunSpec, result: dict[str, Any],
-                      echo: Callable[[str], None]) -> None:
-    """config.json, pr_curve.json and pr_curve.png on the child run. A failure here (a figure, a temp
-    file) is a tracking failure, not the run's: one warning line."""
+                      echo: Callable[[str], None], results: Path) -> None:
+    """config.json, pr_curve.json, pr_curve.png and the kept embeddings on the child run. A failure
+    here (a figure, a temp file) is a tracking failure, not the run's: one warning line."""
     if run_id is None:
         return
     try:
@@ -310,6 +328,8 @@ def _attach_artifacts(tracker: Tracker, run_id: str | None, spec: RunSpec, resul
             pr_figure(result["metrics"], spec.describe(), Path(tmp) / "pr_curve.png")
             for name in ("config.json", "pr_curve.json", "pr_curve.png"):
                 tracker.log_artifact(run_id, Path(tmp) / name)
+        if result.get("embeddings"):
+            tracker.log_artifact(run_id, results / result["embeddings"]["file"], "embeddings")
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()[0][:200] if str(exc) else ""
         echo(f"warning: MLflow artifacts of {spec.describe()} not saved ({type(exc).__name__}: {text}); the run's "

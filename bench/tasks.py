@@ -52,6 +52,7 @@ class RunContext:
     threads: int | None = None
     labels: dict[str, RunLabels] = field(default_factory=dict)  # run key -> names in MLflow
     invocation: dict[str, Any] = field(default_factory=dict)  # command line, overrides, resolved sweep
+    embeddings_max: int = 0  # keep a sample of at most so many test embeddings per run (0: none)
 
     @property
     def token(self) -> str:
@@ -260,7 +261,7 @@ def run_task(ctx: RunContext, spec: RunSpec, *, tracker: Tracker | None = None, 
             return summary(finish_record(record, Path(ctx.results), 0.0), reused=False)
         rec = run_one(spec, data, split, state.device, state.tracker, Path(ctx.results), position=position,
                       environment=state.environment, echo=echo, show_progress=show_progress,
-                      labels=ctx.labels.get(spec.key), invocation=ctx.invocation)
+                      labels=ctx.labels.get(spec.key), invocation=ctx.invocation, embeddings_max=ctx.embeddings_max)
         return summary(rec, reused=False)
 
 

@@ -218,3 +218,24 @@ class OpenClipart(Dataset):
                 "text_notes": stats.get("text", {})}
         return make_data(self.name, image[keep], text, items["labels"][keep], names, label_embeddings=emb,
                          label_embedding_source=source, info=info)
+
+    def preview(self, i: int) -> dict[str, str] | None:
+        """Item `i` of the loaded data: its title and keywords, and its PNG while the unpacked tree is
+        kept (`bench data prepare --clean` removes it; the text alone is shown then)."""
+        if getattr(self, "_rows", None) is None:
+            files, _why = self.feature_files()
+            if files is None:
+                return None
+            items = prep.read_items(files["items"])
+            with np.load(files["image"], allow_pickle=False) as z:
+                keep = np.flatnonzero(z["ok"])
+            labelled = items["labels"][keep].sum(1) > 0  # make_data drops unlabelled rows
+            self._rows, self._items, self._tree = keep[labelled], items, self.tree()
+        if not 0 <= i < len(self._rows):
+            return None
+        item = int(self._rows[i])
+        out = {"text": self._items["raw_text"][item]}
+        png = self._tree / "png" / f"{self._items['ids'][item]}.png" if self._tree is not None else None
+        if png is not None and png.is_file():
+            out["image"] = str(png)
+        return out

