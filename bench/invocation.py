@@ -42,6 +42,7 @@ from bench.spec import RunSpec
 from bench.store import check_uri, default_uri, open_tracker
 from bench.sweep import MAX_RUNS, Sweep, load_sweep
 from bench.tasks import DataCache, RunContext, run_task
+from bench.threads import auto_threads, busy_note
 from bench.tracking import NullTracker, RunLabels, SafeTracker, Tracker
 
 Echo = Callable[[str], None]
@@ -90,11 +91,10 @@ class SweepSummary:
 
 
 def set_threads(threads: int | None) -> None:
-    """torch's CPU threads in this process (None: torch's choice)."""
-    if threads:
-        import torch
+    """torch's CPU threads in this process (None, `--threads auto`: the cores idle now, see bench.threads)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or auto_threads())
 
 
 def tracking_uri(results: Path, uri: str | None, enabled: bool) -> str | None:
@@ -230,7 +230,7 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
     ctx = RunContext(sweep=sweep.name, results=str(results), device=sweep.device, started=started, force=force,
                      positions={s.key: i for i, s in enumerate(sweep.specs)},
                      tracking_uri=getattr(tracker.inner, "uri", None) if tracker.enabled else None,
-                     parent_run_id=tracker.parent_id, plugin_roots=user_plugin_roots(), threads=threads or 1,
+                     parent_run_id=tracker.parent_id, plugin_roots=user_plugin_roots(), threads=threads,
                      labels=labels if labels is not None else run_labels(sweep, None), invocation=invocation or {},
                      embeddings_max=embeddings_max)
     if not executor.in_process:
@@ -294,7 +294,7 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
     root = Path(req.results)
     check_results_folder(root)
     keep_scratch_inside(root)
-    if req.scale is None:
+    if req.scale is None and req.threads:
         set_threads(req.threads)
     sweep = load_sweep(req.sweep_file, device=req.device, cache_root=root / "cache", assignments=req.assignments,
                        multirun=req.multirun, only_methods=req.methods, only_datasets=req.datasets,
@@ -313,6 +313,9 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
         cache.adopt(*loaded)
     out = root / sweep.name
     summary = SweepSummary(total=len(sweep.specs))
+    note = busy_note() if req.scale is None and req.threads is None and todo else None
+    if note:
+        warn(note)
     lock = sweep_lock(out, root, sweep.name)
     try:
         with executor_for(req.scale if todo else None, sweep.device, root, echo) as executor:

@@ -259,7 +259,7 @@ def run_one(spec: RunSpec, data: CrossModalData, split: Split, device: torch.dev
     most so many test items' embeddings and their diagnostics.
     """
     t0 = time.perf_counter()
-    env = environment or {}
+    env = {**(environment or {}), "torch_threads": torch.get_num_threads()}  # may change between runs
     base = record_base(spec, position, env, invocation)
     run_id = tracker.start_child(run_name(spec, labels), child_params(spec.params, _harness(spec, data)),
                                  child_tags(spec, env.get("git_commit", ""), labels))

@@ -29,6 +29,7 @@ from bench.records import read_record, record_path
 from bench.run import failure_fields, finish_record, load_dataset, record_base, run_one
 from bench.spec import RunSpec
 from bench.splits import Split, SplitSpec, get_split
+from bench.threads import auto_threads
 from bench.tracking import MlflowTracker, NullTracker, RetryingTracker, RunLabels, SafeTracker, Tracker
 
 PROGRESS_TOPIC = "bench-progress"
@@ -49,7 +50,7 @@ class RunContext:
     tracking_uri: str | None = None  # for workers: they open their own client
     parent_run_id: str | None = None
     plugin_roots: tuple[str, ...] = ()
-    threads: int | None = None
+    threads: int | None = None  # per run in the bench process (None: auto, see bench.threads); workers: 1 if None
     labels: dict[str, RunLabels] = field(default_factory=dict)  # run key -> names in MLflow
     invocation: dict[str, Any] = field(default_factory=dict)  # command line, overrides, resolved sweep
     embeddings_max: int = 0  # keep a sample of at most so many test embeddings per run (0: none)
@@ -164,6 +165,7 @@ def worker_tracking_uri(uri: str) -> str:
 def setup_process(plugin_roots: tuple[str, ...], threads: int | None) -> None:
     """In a worker: undo Dask's malloc setting, import the submitting process's plugin roots and
     apply its thread count (once per process)."""
+    threads = threads or 1  # a worker shares the machine with the others: one thread each
     if _STATE["setup"] == (plugin_roots, threads):
         return
     from bench.malloc import relax_malloc_trim
@@ -171,10 +173,9 @@ def setup_process(plugin_roots: tuple[str, ...], threads: int | None) -> None:
 
     relax_malloc_trim()
     load_plugins(plugin_roots, asked_by="the plugin folders of the submitting bench process")
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     _STATE["setup"] = (plugin_roots, threads)
 
 
@@ -252,6 +253,10 @@ def run_task(ctx: RunContext, spec: RunSpec, *, tracker: Tracker | None = None, 
         if _finished_here(rec, ctx):
             return summary(rec, reused=True)
         _emit({"event": "start", "key": spec.key, "worker": worker_name()})
+        if not in_worker and ctx.threads is None:  # --threads auto in the bench process: the cores idle now
+            import torch
+
+            torch.set_num_threads(auto_threads())
         position = ctx.positions.get(spec.key, 0)
         try:
             data = state.cache.data(spec)

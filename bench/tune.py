@@ -93,7 +93,7 @@ def tune_sweep(req: TuneRequest, echo: Echo, warn: Echo, show_progress: bool = F
         tracker = SafeTracker(inner, echo)
         ctx = TuneContext(sweep=sweep.name, results=str(root.resolve()), device=sweep.device, storage=req.storage,
                           started=datetime.now(UTC).isoformat(timespec="microseconds"),
-                          plugin_roots=user_plugin_roots(), threads=req.threads or 1)
+                          plugin_roots=user_plugin_roots(), threads=req.threads)
         saved = run_studies(sweep, root, req, executor(), tracker, ctx, echo, show_progress)
     if saved:
         where = req.storage or str(journal_path(root, sweep.name))
