@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.addresses import check_scheduler
 from bench.errors import BenchError, ConfigError
+from bench.params import check_number, short
 from bench.readers import read_yaml
+from bench.scratch import start_writing
 
 
 @dataclasses.dataclass
@@ -34,22 +37,32 @@ class ClusterOptions:
     @property
     def wanted(self) -> bool:
         """True when any scale-out option was given."""
-        return bool(self.workers or self.scheduler or self.cluster_file)
+        return bool(self.workers or self.scheduler is not None or self.cluster_file is not None)
 
-    def check(self) -> None:
-        """One scale-out source at a time."""
+    def check(self, probe: bool = True) -> None:
+        """One scale-out source at a time, each usable: a cluster file that parses, a scheduler address
+        that is well formed and (with `probe`) answers within seconds. Nothing is started or written."""
         given = [n for n, v in (("--workers", self.workers), ("--scheduler", self.scheduler),
-                                ("--cluster", self.cluster_file)) if v]
+                                ("--cluster", self.cluster_file)) if v is not None]
         if len(given) > 1 and not (given == ["--workers", "--cluster"]):
             raise BenchError(f"{' and '.join(given)} exclude each other: --workers N starts a local cluster, "
                              "--scheduler ADDRESS uses a running one, --cluster FILE starts one on SLURM "
                              "(with --workers N jobs)")
-        if self.workers is not None and self.workers < 1:
-            raise BenchError("--workers must be at least 1")
-        if self.cluster_file:
+        if self.workers is not None:
+            check_number(self.workers, "--workers", integer=True, low=1, high=MAX_WORKERS)
+        if self.threads is not None:
+            check_number(self.threads, "--threads", integer=True, low=1, high=MAX_WORKERS)
+        if self.scheduler is not None:
+            if not self.scheduler.strip():
+                raise BenchError("--scheduler: the address is empty; write tcp://HOST:8786 or leave the option out")
+            if probe:
+                check_scheduler(self.scheduler)
+        if self.cluster_file is not None:
             load_cluster_file(self.cluster_file)  # a bad file is reported before anything is written
 
 
+MAX_WORKERS = 1024  # local worker processes, SLURM jobs, threads: more is a typo
+MAX_CORES = 4096
 SLURM_KEYS = {"cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
               "job_script_prologue", "worker_extra_args", "local_directory", "log_directory", "interface",
               "python", "job_directives_skip", "name", "shebang", "job_cpu", "job_mem", "death_timeout"}
@@ -73,7 +86,7 @@ def load_cluster_file(path: str | Path) -> dict[str, Any]:
     Returns {"slurm": kwargs, "jobs": int, "gpus_per_job": int}.
     """
     path = Path(path)
-    if not path.exists():
+    if not str(path).strip() or not path.exists():
         raise BenchError(f"--cluster {path}: no such file; write a YAML file with a 'slurm:' mapping "
                          "(see the scale-out page of the manual)")
     try:
@@ -95,20 +108,34 @@ def load_cluster_file(path: str | Path) -> dict[str, Any]:
         if key not in kwargs:
             raise BenchError(f"--cluster {path}: slurm.{key} is required by SLURMCluster (e.g. cores: 8, "
                              "memory: 32GB)")
-    if not isinstance(kwargs["cores"], int) or isinstance(kwargs["cores"], bool) or kwargs["cores"] < 1:
-        raise BenchError(f"--cluster {path}: slurm.cores must be a positive integer, got {kwargs['cores']!r}")
+    for key in ("cores", "processes", "job_cpu"):
+        if key in kwargs:
+            kwargs[key] = check_number(kwargs[key], f"--cluster {path}: slurm.{key}", integer=True, low=1,
+                                       high=MAX_CORES)
+    for key in ("memory", "job_mem"):
+        if key in kwargs and not _is_size(kwargs[key]):
+            raise BenchError(f"--cluster {path}: slurm.{key} must be a size such as 32GB, got "
+                             f"{short(repr(kwargs[key]))}")
     out: dict[str, Any] = {"slurm": kwargs}
-    for key, default in (("jobs", 1), ("gpus_per_job", 0)):
-        value = raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "jobs" else 0):
-            raise BenchError(f"--cluster {path}: {key} must be an integer >= {1 if key == 'jobs' else 0}, "
-                             f"got {value!r}")
-        out[key] = value
+    for key, default, low, high in (("jobs", 1, 1, MAX_WORKERS), ("gpus_per_job", 0, 0, 64)):
+        out[key] = check_number(raw.get(key, default), f"--cluster {path}: {key}", integer=True, low=low, high=high)
     if out["gpus_per_job"]:
         extra = list(kwargs.get("worker_extra_args") or [])
         extra += ["--resources", f"GPU={out['gpus_per_job']}"]
         kwargs["worker_extra_args"] = extra
     return out
+
+
+def _is_size(value: Any) -> bool:
+    """A memory size dask understands (32GB, '4 GiB', or a positive byte count)."""
+    from dask.utils import parse_bytes
+
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return False
+    try:
+        return 0 < parse_bytes(value) < 2**63
+    except (ValueError, TypeError, OverflowError):
+        return False
 
 
 def wants_gpu(device: str) -> bool:
@@ -129,12 +156,12 @@ def start_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] 
     `<results>/cache/dask`, so nothing is written outside the results folder)."""
     from distributed import Client
 
-    opts.check()
+    opts.check(probe=False)  # the command line probed the scheduler already
     cluster = None
     if opts.scheduler:
         try:
             client = Client(opts.scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise BenchError(f"--scheduler {opts.scheduler}: cannot connect ({exc}); start one with "
                              "`dask scheduler` and `dask worker ADDRESS`") from None
     elif opts.cluster_file:
@@ -160,6 +187,7 @@ def _local_cluster(opts: ClusterOptions, device: str, local_directory: str | Pat
     import dask
     from distributed import Client, LocalCluster
 
+    start_writing()  # the fork server's pymp-* folder and the workers' TMPDIR go under the results folder
     threads = opts.threads or 1
     gpus = 0
     if wants_gpu(device):
