@@ -190,13 +190,14 @@ def tracking_options(f):
 
 
 def cluster_options(workers: int | None, threads: int | None, scheduler: str | None, cluster_file: str | None,
-                    probe: bool = True):
+                    probe: bool = True, results: Path | None = None):
     """The scale-out options, checked (a --scheduler must answer within seconds unless `probe` is
-    off, as for a dry run), or None for the in-process (serial) path."""
+    off, as for a dry run; local workers need room for their socket under `results`), or None for
+    the in-process (serial) path."""
     from bench.cluster import ClusterOptions
 
     opts = ClusterOptions(workers=workers, threads=threads, scheduler=scheduler, cluster_file=cluster_file)
-    opts.check(probe=probe)
+    opts.check(probe=probe, results=results)
     return opts if opts.wanted else None
 
 
@@ -230,11 +231,13 @@ def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...],
     from bench.progress import interactive
     from bench.sweep import MAX_RUNS
 
-    req = RunRequest(sweep_file=sweep_file, results=results_root(results), assignments=assignments,
+    root = results_root(results)
+    req = RunRequest(sweep_file=sweep_file, results=root, assignments=assignments,
                      methods=methods, datasets=datasets, multirun=multirun, force=force, dry_run=dry_run,
                      device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow, threads=threads,
                      max_runs=max_runs or MAX_RUNS,
-                     scale=cluster_options(workers, threads, scheduler, cluster_file, probe=not dry_run))
+                     scale=cluster_options(workers, threads, scheduler, cluster_file, probe=not dry_run,
+                                           results=root))
     code = run_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
     if code:
         sys.exit(code)
@@ -342,11 +345,12 @@ def tune(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...]
     from bench.sweep import MAX_RUNS
     from bench.tune import TuneRequest, tune_sweep
 
-    req = TuneRequest(sweep_file=sweep_file, results=results_root(results), trials=trials, timeout=timeout,
+    root = results_root(results)
+    req = TuneRequest(sweep_file=sweep_file, results=root, trials=trials, timeout=timeout,
                       storage=storage, assignments=assignments, methods=methods, datasets=datasets,
                       multirun=multirun, device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow,
                       threads=threads, max_runs=max_runs or MAX_RUNS,
-                      scale=cluster_options(workers, threads, scheduler, cluster_file))
+                      scale=cluster_options(workers, threads, scheduler, cluster_file, results=root))
     tune_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
 
 

@@ -198,7 +198,7 @@ def _plugin_roots(value: Any, path: Path, at: Where) -> list[Path]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{at('plugins')}: expected a list of plugin folders (each holding methods/ and/or "
                           f"datasets/), got {short(value)!r}")
-    roots = [(path.parent / v).resolve() for v in value]
+    roots = [(path.parent / Path(v).expanduser()).resolve() for v in value]
     for i, root in enumerate(roots):
         load_plugins([root], asked_by=at("plugins", i))
     return roots

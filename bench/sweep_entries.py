@@ -180,9 +180,9 @@ def parse_method(m: Any, where: str) -> MethodItem:
 
 def _params_from(value: Any, entry: MethodEntry, where: str) -> dict[str, Any]:
     """Parameters saved by `bench tune` (a JSON file with a 'params' mapping)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected the path of a JSON file written by `bench tune`")
-    path = Path(value)
+    path = Path(value).expanduser()
     if not path.exists():
         raise ConfigError(f"{where}: {path} does not exist; run `bench tune` first or fix the path")
     try:

@@ -151,10 +151,10 @@ def serve(req: UiRequest, echo: Callable[[str], None], warn: Callable[[str], Non
     `<results>/ui.log`, its scratch files under `<results>/cache` (bench.scratch), and it never
     outlives us (it runs in its own session, stopped as a group)."""
     check_number(req.wait_s, "--wait", integer=False, low=0.1, high=86400.0)
-    uri = req.tracking_uri or default_uri(req.results)
-    check_store(uri)
     _check_host(req.host)
     _check_port(req.host, req.port)
+    uri = req.tracking_uri or default_uri(req.results)
+    check_store(uri)
     keep_scratch_inside(req.results)
     start_writing()
     views = _views(uri)
