@@ -136,7 +136,12 @@ class Group(click.Group):
 @click.group(cls=Group)
 @click.version_option(package_name="bench")
 def main() -> None:
-    """Benchmark harness for multi-label cross-modal retrieval."""
+    """Benchmark harness for multi-label cross-modal retrieval.
+
+    Nothing phones home: third-party telemetry (MLflow's usage statistics, Hugging Face's) is off in
+    every command; BENCH_TELEMETRY=on leaves the libraries' own defaults. Library warnings are one
+    line each on stderr, their details (tracebacks) in <results>/bench.log.
+    """
 
 
 MAX_PROCESSES = 1024  # --workers and --threads: more is a typo, not a machine

@@ -342,7 +342,8 @@ def project_plugin_paths(start: Path | None = None) -> list[Path]:
         raise ConfigError(f"{path}: [tool.bench] has an unknown key '{key}'{near(key, ['plugins'])}; allowed: plugins")
     plugins = section.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
-        raise ConfigError(f"{path}: [tool.bench] plugins must be a list of folder paths (strings), got {plugins!r}")
+        raise ConfigError(f"{path}: [tool.bench] plugins must be a list of folder paths (strings), got "
+                          f"{short(repr(plugins))}")
     return [path.parent / p for p in plugins]
 
 
@@ -389,10 +390,10 @@ def method_entries() -> dict[str, MethodEntry]:
 def get_method(name: str) -> MethodEntry:
     """The entry for a method name; unknown names get near-match suggestions."""
     if not isinstance(name, str):
-        raise UnknownNameError(f"expected a method name, got {name!r}")
+        raise UnknownNameError(f"expected a method name, got {short(repr(name))}")
     entries = method_entries()
     if name not in entries:
-        raise UnknownNameError(f"unknown method '{name}'{near(name, entries)}; "
+        raise UnknownNameError(f"unknown method '{short(name)}'{near(name, entries)}; "
                                "`bench list methods` shows them all")
     return entries[name]
 
@@ -406,10 +407,10 @@ def dataset_classes() -> dict[str, type[Dataset]]:
 def get_dataset(name: str) -> type[Dataset]:
     """The dataset class for a name; unknown names get near-match suggestions."""
     if not isinstance(name, str):
-        raise UnknownNameError(f"expected a dataset name, got {name!r}")
+        raise UnknownNameError(f"expected a dataset name, got {short(repr(name))}")
     classes = dataset_classes()
     if name not in classes:
-        raise UnknownNameError(f"unknown dataset '{name}'{near(name, classes)}; "
+        raise UnknownNameError(f"unknown dataset '{short(name)}'{near(name, classes)}; "
                                "`bench list datasets` shows them all")
     return classes[name]
 

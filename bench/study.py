@@ -46,12 +46,12 @@ def journal_path(results: Path, sweep: str) -> Path:
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
 
 
-def check_storage(storage: str | None, results: Path, sweep: str, workers: bool = False) -> None:
+def check_storage(storage: str | None, results: Path, sweep: str) -> None:
     """Refuse an unusable storage URL or a corrupt journal before anything is written (BenchError).
 
     The default journal, when it exists, must be a regular file of Optuna journal lines. A sqlite
-    URL must name a file on disk (not memory: the studies would vanish, and `workers` could not
-    share it) in an existing folder, and an existing file must be a SQLite database. A server URL
+    URL must name a file on disk (not memory: the studies would vanish, and workers could not share
+    it) in an existing folder, and an existing file must be a SQLite database. A server URL
     (postgresql://, mysql://, ...) needs its driver, a server that answers and a login, all within
     seconds (`bench.addresses.check_database`).
     """

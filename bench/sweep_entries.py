@@ -172,7 +172,9 @@ def parse_method(m: Any, where: str) -> MethodItem:
         axes.append([(key, v) for v in values])
     grid = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
     if "label" in m:
-        label = check_label(m["label"], f"{where}.label", "the method label")
+        value = m["label"]  # a number is a fine label (`label: 0.1` for a learning rate): YAML made it a number
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        label = check_label(str(value) if number else value, f"{where}.label", "the method label")
     else:
         label = f"{m['name']} (tuned)" if m.get("params_from") else m["name"]
     return MethodItem(entry, label, tuned, params, grid)
@@ -209,7 +211,7 @@ def resolve_params(entry: MethodEntry, dataset: str, given: dict[str, Any], wher
     """
     for key, value in entry.fixed.items():
         if key in given and given[key] != value:
-            raise ConfigError(f"{where}.params.{key}: '{entry.name}' fixes {key}={value!r}; "
+            raise ConfigError(f"{where}.params.{key}: '{entry.name}' fixes {key}={short(repr(value))}; "
                               f"remove it or use the family '{entry.family}'")
     merged = {**entry.cls.presets.get(dataset, {}), **given, **entry.fixed}
     params = build(entry.cls.Params, merged, f"{where}.params")
