@@ -114,8 +114,9 @@ class Group(click.Group):
             sys.exit(2)
         except OSError as exc:
             where = f" writing {exc.filename}" if exc.filename else ""
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                click.echo(f"error: disk full{where}; free some space and rerun (finished records are intact, "
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                what = "file size limit reached" if exc.errno == errno.EFBIG else "disk full"
+                click.echo(f"error: {what}{where}; free some space and rerun (finished records are intact, "
                            "the interrupted run is redone)", err=True)
                 sys.exit(1)
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,

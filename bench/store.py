@@ -7,6 +7,7 @@ The embedded default is `sqlite:///<results>/mlflow.db` with artifacts under
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from bench.ownership import OWNER_TAG, owner_is_dead
 from bench.params import short
 from bench.records import read_record, record_path
 from bench.scratch import start_writing
-from bench.tracking import MlflowTracker, metric_key, quiet_mlflow_loggers, scalar_metrics, section
+from bench.tracking import MlflowTracker, NullTracker, metric_key, quiet_mlflow_loggers, scalar_metrics, section
 
 RECORD_TAG = "bench.record"  # set when a run was closed from its record by a later invocation
 KNOWN_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mariadb", "mssql", "databricks")
@@ -169,6 +170,11 @@ def prepare_store(uri: str, results: Path, echo: Any = print) -> None:
             try:
                 _create_store(f"sqlite:///{tmp}", results)
                 os.replace(tmp, db)
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy's, alembic's or MLflow's: one line, never a traceback
+                if disk_full(exc):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(db)) from None
+                raise BenchError(f"could not create the MLflow store {db} ({type(exc).__name__}: {short(exc, 160)}); "
+                                 "check the folder, or pass --no-mlflow (run records are unaffected)") from None
             finally:
                 _remove_quietly(tmp)
                 _remove_quietly(Path(f"{tmp}-journal"))
@@ -176,6 +182,19 @@ def prepare_store(uri: str, results: Path, echo: Any = print) -> None:
     except Timeout:
         raise BenchError(f"the MLflow store {db} stayed locked for 120 s by another invocation (lock "
                          f"{lock.lock_file}); wait for it, or pass --no-mlflow") from None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) says the disk or quota is full (an OSError
+    with ENOSPC/EDQUOT, or SQLite's 'database or disk is full' through SQLAlchemy or MLflow)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(exc).lower() or "no space left" in str(exc).lower():
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _create_store(uri: str, results: Path) -> None:
@@ -234,11 +253,19 @@ def reconcile(tracker: MlflowTracker, results: Path, sweep: str) -> dict[str, in
 
 
 def open_tracker(uri: str, root: Path, sweep: str, description: str = "",
-                 echo: Callable[[str], None] = print) -> MlflowTracker:
+                 echo: Callable[[str], None] = print) -> MlflowTracker | NullTracker:
     """The MLflow tracker of a sweep: store created or checked, experiment described, then
-    reconciled with the records. Describing and reconciling are tracking: a failure is a warning."""
+    reconciled with the records. Opening, describing and reconciling are tracking: a failure is a
+    warning (tracking is then off), except a full disk, which stops the invocation (exit 1)."""
     prepare_store(uri, root, echo=echo)
-    tracker = MlflowTracker(uri, sweep, Path(root).resolve() / "mlartifacts")
+    try:
+        tracker = MlflowTracker(uri, sweep, Path(root).resolve() / "mlartifacts")
+    except Exception as exc:  # noqa: BLE001 - tracking never decides a run's fate: go on without it
+        if disk_full(exc):  # records could not be written either
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), uri) from None
+        echo(f"warning: MLflow tracking is off for this invocation: the store {short(uri, 120)} cannot be opened "
+             f"({type(exc).__name__}: {short(exc, 160)}); the runs and their records go on")
+        return NullTracker()
     try:
         tracker.describe_experiment(description)
     except Exception as exc:  # noqa: BLE001 - a description never stops the sweep

@@ -306,3 +306,29 @@ def test_a_killed_run_on_workers_leaves_its_fork_server_folder_inside_the_result
             pass
     assert list((tmp_path / "results" / "cache" / "tmp").glob("pymp-*"))
     assert _written(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.parametrize("free", [900_000, 1_900_000])  # full while the MLflow store is created / while runs log
+def test_a_full_disk_with_mlflow_on_is_one_error_line_without_library_tracebacks(tmp_path, free):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        st = os.statvfs(mount)
+        (mount / "filler").write_bytes(b"x" * (st.f_bavail * st.f_frsize - free))
+        seeds = ", ".join(str(s) for s in range(30))
+        path = write_sweep(tmp_path, f"""
+            name: full
+            seeds: [{seeds}]
+            datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+            methods: [cca]
+        """)
+        out = _bench("run", path, "--results", mount / "results", cwd=tmp_path, env=_env(tmp_path))
+        assert out.returncode == 1, out.stderr[-3000:]
+        assert "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert out.stderr.strip().splitlines()[-1].startswith("error: disk full")
+        assert all(line.startswith(("warning: ", "error: ")) for line in out.stderr.strip().splitlines())
+    finally:
+        subprocess.run(["umount", str(mount)])
