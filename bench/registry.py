@@ -280,8 +280,12 @@ def load_root(root: str | Path, asked_by: str = "--plugins") -> None:
             continue
         _ROOTS_DONE.add(folder)
         _package(base, None)
-        with _loading(Origin("path", str(real))):
-            _import_folder(folder, f"{base}.{kind}")
+        try:
+            with _loading(Origin("path", str(real))):
+                _import_folder(folder, f"{base}.{kind}")
+        except BaseException:
+            _ROOTS_DONE.discard(folder)  # never handed to Dask workers (user_plugin_roots) once it failed
+            raise
 
 
 def env_plugin_paths() -> list[Path]:

@@ -332,3 +332,15 @@ def test_a_full_disk_with_mlflow_on_is_one_error_line_without_library_tracebacks
         assert all(line.startswith(("warning: ", "error: ")) for line in out.stderr.strip().splitlines())
     finally:
         subprocess.run(["umount", str(mount)])
+
+
+def test_a_plugin_folder_that_failed_to_import_is_not_handed_to_workers(tmp_path):
+    from bench.errors import BenchError
+    from bench.registry import load_root, user_plugin_roots
+
+    root = tmp_path / "plug"
+    (root / "methods").mkdir(parents=True)
+    (root / "methods" / "bye.py").write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(BenchError, match=r"called sys.exit\(0\)"):
+        load_root(root)
+    assert str(root.resolve()) not in user_plugin_roots()
