@@ -1,4 +1,11 @@
-"""`bench data ...`: check that a dataset loads (with a summary) and prepare datasets that need it."""
+"""`bench data ...`: check that a dataset loads (with a summary) and prepare datasets that need it.
+
+Both commands follow the README's rule for bad input: every problem is one line `problem: ...`
+(whitespace collapsed, at most 390 characters) and the exit status is 2, for unusable data, bad
+folders and bad parameters alike. `--param` values go through the strict YAML reader of every
+command-line value, and the numbers through the one number check (`bench.params.check_number`); a
+dataset whose plugin estimates more memory than the machine has is refused before it is built.
+"""
 
 from __future__ import annotations
 
