@@ -330,11 +330,13 @@ def project_plugin_paths(start: Path | None = None) -> list[Path]:
     path = project_file(start)
     if path is None:
         return []
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it as TOML ({exc}); bench reads [tool.bench] from the nearest "
-                          "pyproject.toml") from None
+    from bench.readers import read_text_file
+
+    try:  # the reader of every user input: a regular file, size-capped, one-line errors
+        doc = tomllib.loads(read_text_file(path, "pyproject.toml"))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: cannot read it as TOML ({short(exc, 160)}); bench reads [tool.bench] from the "
+                          "nearest pyproject.toml") from None
     section = doc.get("tool", {}).get("bench")
     if section is None:
         return []
