@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import BenchError, ConfigError
-from bench.params import near
+from bench.params import near, short
 from bench.readers import load_yaml_text
 
 MAX_TOKEN = 2000  # characters: an override longer than this is a mistake, not a value
@@ -69,9 +69,9 @@ def _split_commas(text: str) -> list[str]:
 
 
 def _value(text: str, token: str) -> Any:
-    value = load_yaml_text(text, f"override '{token}'")  # the same alias and size limits as a file
+    value = load_yaml_text(text, f"override '{short(token, 80)}'")  # the same alias and size limits as a file
     if value is None and text.strip() not in ("null", "~"):
-        raise ConfigError(f"override '{token}': empty value; write key=value (null for none)")
+        raise ConfigError(f"override '{short(token, 80)}': empty value; write key=value (null for none)")
     return value
 
 
@@ -80,12 +80,12 @@ def parse_assignment(token: str, multirun: bool = False) -> Assignment:
     if not isinstance(token, str) or len(token) > MAX_TOKEN:
         raise ConfigError(f"override '{str(token)[:60]}...': longer than {MAX_TOKEN} characters")
     if "=" not in token:
-        raise ConfigError(f"unexpected argument '{token}': overrides are key=value (e.g. seeds=[0] or "
+        raise ConfigError(f"unexpected argument '{short(token, 80)}': overrides are key=value (e.g. seeds=[0] or "
                           "methods.pgnn_con.epochs=5)")
     key, _, text = token.partition("=")
     path = tuple(key.strip().split("."))
     if not key.strip() or any(not part for part in path):
-        raise ConfigError(f"override '{token}': '{key}' is not a key path like seeds or methods.cca.dim")
+        raise ConfigError(f"override '{short(token, 80)}': '{key}' is not a key path like seeds or methods.cca.dim")
     if multirun and len(parts := _split_commas(text)) > 1:
         choices = tuple(_value(p, token) for p in parts)
         return Assignment(token, path, list(choices), choices)
@@ -121,28 +121,28 @@ def _set(target: dict, path: tuple[str, ...], value: Any, token: str) -> None:
         if nxt is None:
             nxt = target[part] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(f"override '{token}': '{part}' is {type(nxt).__name__}, not a mapping")
+            raise ConfigError(f"override '{short(token, 80)}': '{part}' is {type(nxt).__name__}, not a mapping")
         target = nxt
     target[path[-1]] = value
 
 
 def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -> None:
     if len(ov.path) < 3:
-        raise ConfigError(f"override '{ov.token}': write {kind}.NAME.KEY=value (e.g. "
+        raise ConfigError(f"override '{short(ov.token, 80)}': write {kind}.NAME.KEY=value (e.g. "
                           + ("methods.pgnn_con.epochs=5)" if kind == "methods" else "datasets.synthetic.n=500)"))
     sel, rest = ov.path[1], ov.path[2:]
     items = raw.get(kind)
     if not isinstance(items, list):
-        raise ConfigError(f"override '{ov.token}': the sweep has no list of {kind}")
+        raise ConfigError(f"override '{short(ov.token, 80)}': the sweep has no list of {kind}")
     hits = [i for i, e in enumerate(items) if _selects(e, sel)]
     if not hits:
         names = [e if isinstance(e, str) else str(e.get("label") or e.get("name")) for e in items
                  if isinstance(e, (str, dict))]
-        raise ConfigError(f"override '{ov.token}': no entry of {kind} is named '{sel}'{near(sel, names)}; "
+        raise ConfigError(f"override '{short(ov.token, 80)}': no entry of {kind} is named '{sel}'{near(sel, names)}; "
                           f"{kind}: {', '.join(names)}")
     as_param = rest[0] not in entry_keys or rest[0] == "name"
     if rest[0] == "name":
-        raise ConfigError(f"override '{ov.token}': an entry's name cannot be overridden; "
+        raise ConfigError(f"override '{short(ov.token, 80)}': an entry's name cannot be overridden; "
                           "edit the sweep file or filter with --method/--dataset")
     applied = 0
     for i in hits:
@@ -151,19 +151,19 @@ def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -
             known, fixed = _known_params(kind, str(item.get("name")))
             pname = rest[0]
             if known and pname not in known:
-                raise ConfigError(f"override '{ov.token}': {item.get('name')} has no parameter '{pname}'"
+                raise ConfigError(f"override '{short(ov.token, 80)}': {item.get('name')} has no parameter '{pname}'"
                                   f"{near(pname, known)}; `bench info {item.get('name')}` lists them")
             if pname in fixed:
                 exact = sel in (item.get("name"), item.get("label"))
                 if exact:
-                    raise ConfigError(f"override '{ov.token}': '{item.get('name')}' fixes {pname}="
-                                      f"{fixed[pname]!r}; override the family instead")
+                    raise ConfigError(f"override '{short(ov.token, 80)}': '{item.get('name')}' fixes {pname}="
+                                      f"{short(repr(fixed[pname]))}; override the family instead")
                 continue  # a family-wide override skips variants that fix the parameter
             if len(rest) > 1:
-                raise ConfigError(f"override '{ov.token}': parameters have no sub-keys ('{'.'.join(rest)}')")
+                raise ConfigError(f"override '{short(ov.token, 80)}': parameters have no sub-keys ('{'.'.join(rest)}')")
             if ov.choices is not None:
                 if kind != "methods":
-                    raise ConfigError(f"override '{ov.token}': multirun values apply to method parameters "
+                    raise ConfigError(f"override '{short(ov.token, 80)}': multirun values apply to method parameters "
                                       "and seeds only; list datasets as separate entries")
                 grid = item.setdefault("grid", {}) or {}
                 item["grid"] = {**grid, pname: list(ov.choices)}
@@ -175,12 +175,12 @@ def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -
                     item["grid"].pop(pname, None)  # a fixed value replaces the file's grid over it
         else:
             if ov.choices is not None:
-                raise ConfigError(f"override '{ov.token}': multirun values apply to parameters only")
+                raise ConfigError(f"override '{short(ov.token, 80)}': multirun values apply to parameters only")
             _set(item, rest, ov.value, ov.token)
         items[i] = item
         applied += 1
     if not applied:
-        raise ConfigError(f"override '{ov.token}': every entry selected by '{sel}' fixes '{rest[0]}'")
+        raise ConfigError(f"override '{short(ov.token, 80)}': every entry selected by '{sel}' fixes '{rest[0]}'")
 
 
 def apply_assignments(raw: Any, assignments: list[Assignment], top_keys: set[str], dataset_keys: set[str],
@@ -194,14 +194,15 @@ def apply_assignments(raw: Any, assignments: list[Assignment], top_keys: set[str
     for ov in assignments:
         head = ov.path[0]
         if head not in top_keys:
-            raise ConfigError(f"override '{ov.token}': unknown key '{head}'{near(head, top_keys)}; "
+            raise ConfigError(f"override '{short(ov.token, 80)}': unknown key '{head}'{near(head, top_keys)}; "
                               f"allowed: {', '.join(sorted(top_keys))}")
         if head == "methods":
             _apply_entries(raw, ov, "methods", method_keys)
         elif head == "datasets":
             _apply_entries(raw, ov, "datasets", dataset_keys)
         elif ov.choices is not None and ov.path != ("seeds",):
-            raise ConfigError(f"override '{ov.token}': multirun values apply to method parameters and seeds only")
+            raise ConfigError(f"override '{short(ov.token, 80)}': multirun values apply to method parameters and "
+                              "seeds only")
         else:
             _set(raw, ov.path, ov.value, ov.token)
     return raw

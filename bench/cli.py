@@ -12,8 +12,58 @@ from bench.errors import BenchError
 
 
 def results_root(value: str | None) -> Path:
-    """--results, else $BENCH_RESULTS, else ./results."""
-    return Path(value or os.environ.get("BENCH_RESULTS", "results"))
+    """--results, else $BENCH_RESULTS, else ./results (an empty value is an error, not the current folder)."""
+    if value is not None:
+        return Path(value)
+    env = os.environ.get("BENCH_RESULTS")
+    if env is not None and not env.strip():
+        raise BenchError("BENCH_RESULTS is set but empty; unset it or name a results folder")
+    return Path(env or "results")
+
+
+class Number(click.ParamType):
+    """An option's number, through the same check as every parameter (`bench.params.check_number`):
+    finite, 64-bit, within [low, high]."""
+
+    def __init__(self, integer: bool, low: float | None = None, high: float | None = None) -> None:
+        self.integer, self.low, self.high = integer, low, high
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        """The checked number, or a one-line usage error naming the option."""
+        from bench.errors import ConfigError
+        from bench.params import check_number
+
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = int(text) if self.integer and text.lstrip("+-").isdigit() else float(text)
+            except (ValueError, OverflowError):
+                self.fail(f"{text[:40]!r} is not {'an integer' if self.integer else 'a number'}", param, ctx)
+        try:
+            return check_number(value, "value", integer=self.integer, low=self.low, high=self.high)
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix("value: "), param, ctx)
+
+
+class Text(click.ParamType):
+    """A non-empty option value without NUL or control characters (an empty --results, --scheduler,
+    --host... is an error, never a silent default)."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        """The value, or a one-line usage error naming the option."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            self.fail("is empty; give a value or leave the option out", param, ctx)
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            self.fail("contains control characters (newline, NUL, ...)", param, ctx)
+        return value
+
+
+TEXT = Text()
 
 
 def summary_line(cmd: click.Command) -> str:
@@ -50,6 +100,12 @@ class Group(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        from bench.quiet import routed
+
+        with routed():  # telemetry off, library logs as one line each (bench.quiet)
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         import errno
 
         try:
@@ -63,8 +119,9 @@ class Group(click.Group):
             sys.exit(2)
         except OSError as exc:
             where = f" writing {exc.filename}" if exc.filename else ""
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                click.echo(f"error: disk full{where}; free some space and rerun (finished records are intact, "
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                what = "file size limit reached" if exc.errno == errno.EFBIG else "disk full"
+                click.echo(f"error: {what}{where}; free some space and rerun (finished records are intact, "
                            "the interrupted run is redone)", err=True)
                 sys.exit(1)
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
@@ -73,12 +130,27 @@ class Group(click.Group):
                            "permissions", err=True)
                 sys.exit(2)
             raise
+        except MemoryError:
+            click.echo("error: out of memory before the runs started; use smaller dataset or method parameters",
+                       err=True)
+            sys.exit(2)
+        except RecursionError:
+            click.echo("error: an input nests too deeply to be read; flatten it", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=Group)
 @click.version_option(package_name="bench")
 def main() -> None:
-    """Benchmark harness for multi-label cross-modal retrieval."""
+    """Benchmark harness for multi-label cross-modal retrieval.
+
+    Nothing phones home: third-party telemetry (MLflow's usage statistics, Hugging Face's) is off in
+    every command; BENCH_TELEMETRY=on leaves the libraries' own defaults. Library warnings are one
+    line each on stderr, their details (tracebacks) in <results>/bench.log.
+    """
+
+
+MAX_PROCESSES = 1024  # --workers and --threads: more is a typo, not a machine
 
 
 class ThreadsType(click.ParamType):
@@ -92,9 +164,10 @@ class ThreadsType(click.ParamType):
         try:
             number = int(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not 'auto' or a positive number of threads", param, ctx)
-        if not 1 <= number <= 4096:
-            self.fail(f"{value!r} is not 'auto' or a number of threads between 1 and 4096", param, ctx)
+            self.fail(f"{str(value)[:40]!r} is not 'auto' or a positive number of threads", param, ctx)
+        if not 1 <= number <= MAX_PROCESSES:
+            self.fail(f"{str(value)[:40]!r} is not 'auto' or a number of threads between 1 and {MAX_PROCESSES}",
+                      param, ctx)
         return number
 
 
@@ -111,21 +184,22 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
         request_plugins(value, "--plugins")
 
 
-plugins_option = click.option("--plugins", multiple=True, metavar="DIR", expose_value=False, callback=_request_plugins,
+plugins_option = click.option("--plugins", type=TEXT, multiple=True, metavar="DIR", expose_value=False,
+                              callback=_request_plugins,
                               help="a plugin folder (holding methods/ and/or datasets/) to import; repeatable")
-results_option = click.option("--results", "results", default=None, metavar="DIR",
+results_option = click.option("--results", "results", type=TEXT, default=None, metavar="DIR",
                               help="results folder (default $BENCH_RESULTS or ./results)")
-max_runs_option = click.option("--max-runs", type=click.IntRange(min=1), default=None, metavar="N",
+max_runs_option = click.option("--max-runs", type=Number(True, 1), default=None, metavar="N",
                                help="refuse sweeps of more than N runs (default 10000)")
 
 
 def scale_options(func):
     """--workers / --scheduler / --cluster: run on Dask (see the manual's scale-out page)."""
-    func = click.option("--cluster", "cluster_file", default=None, metavar="FILE",
+    func = click.option("--cluster", "cluster_file", type=TEXT, default=None, metavar="FILE",
                         help="start workers on SLURM from a dask-jobqueue YAML file (needs bench[slurm])")(func)
-    func = click.option("--scheduler", default=None, metavar="ADDRESS",
+    func = click.option("--scheduler", type=TEXT, default=None, metavar="ADDRESS",
                         help="use a running Dask cluster (tcp://host:8786) instead of a local one")(func)
-    func = click.option("--workers", type=click.IntRange(min=1), default=None,
+    func = click.option("--workers", type=Number(True, 1, MAX_PROCESSES), default=None,
                         help="run on a local Dask cluster of N worker processes (with --cluster: SLURM jobs)")(func)
     return func
 
@@ -133,9 +207,9 @@ def scale_options(func):
 def selection_options(f):
     """Assignments (KEY=VALUE arguments), --method / --dataset filters and --multirun."""
     f = click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")(f)
-    f = click.option("--method", "-s", "methods", multiple=True, metavar="PATTERN",
+    f = click.option("--method", "-s", "methods", type=TEXT, multiple=True, metavar="PATTERN",
                      help="run only methods whose name or label matches (wildcards; repeatable)")(f)
-    f = click.option("--dataset", "-d", "datasets", multiple=True, metavar="PATTERN",
+    f = click.option("--dataset", "-d", "datasets", type=TEXT, multiple=True, metavar="PATTERN",
                      help="run only datasets whose name or label matches (wildcards; repeatable)")(f)
     return click.option("--multirun", "-m", is_flag=True,
                         help="comma-separated override values sweep (a grid for method parameters)")(f)
@@ -144,16 +218,19 @@ def selection_options(f):
 def tracking_options(f):
     """--tracking-uri / --no-mlflow."""
     f = click.option("--no-mlflow", is_flag=True, help="do not log to MLflow (records are still written)")(f)
-    return click.option("--tracking-uri", default=None, metavar="URI",
+    return click.option("--tracking-uri", type=TEXT, default=None, metavar="URI",
                         help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")(f)
 
 
-def cluster_options(workers: int | None, threads: int | None, scheduler: str | None, cluster_file: str | None):
-    """The scale-out options, checked, or None for the in-process (serial) path."""
+def cluster_options(workers: int | None, threads: int | None, scheduler: str | None, cluster_file: str | None,
+                    probe: bool = True, results: Path | None = None):
+    """The scale-out options, checked (a --scheduler must answer within seconds unless `probe` is
+    off, as for a dry run; local workers need room for their socket under `results`), or None for
+    the in-process (serial) path."""
     from bench.cluster import ClusterOptions
 
     opts = ClusterOptions(workers=workers, threads=threads, scheduler=scheduler, cluster_file=cluster_file)
-    opts.check()
+    opts.check(probe=probe, results=results)
     return opts if opts.wanted else None
 
 
@@ -175,8 +252,8 @@ def command_line() -> str:
 @results_option
 @click.option("--force", is_flag=True, help="rerun runs that already finished")
 @click.option("--dry-run", is_flag=True, help="list the runs (and whether each is done) without running")
-@click.option("--device", default=None, help="override the sweep's device: auto, cpu, cuda, cuda:N")
-@click.option("--embeddings-max", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--device", type=TEXT, default=None, help="override the sweep's device: auto, cpu, cuda, cuda:N")
+@click.option("--embeddings-max", type=Number(True, 1, 10_000_000), default=None, metavar="N",
               help="keep a seeded sample of at most N test items' embeddings per run, for `bench report --diag` "
                    "(default 2000; float16, about 8 MB at D 1024)")
 @click.option("--no-embeddings", is_flag=True, help="keep no embeddings (no diagnostics for these runs)")
@@ -201,10 +278,13 @@ def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...],
     from bench.progress import interactive
     from bench.sweep import MAX_RUNS
 
-    req = RunRequest(sweep_file=sweep_file, results=results_root(results), assignments=assignments,
+    root = results_root(results)
+    req = RunRequest(sweep_file=sweep_file, results=root, assignments=assignments,
                      methods=methods, datasets=datasets, multirun=multirun, force=force, dry_run=dry_run,
                      device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow, threads=threads,
-                     max_runs=max_runs or MAX_RUNS, scale=cluster_options(workers, threads, scheduler, cluster_file),
+                     max_runs=max_runs or MAX_RUNS,
+                     scale=cluster_options(workers, threads, scheduler, cluster_file, probe=not dry_run,
+                                           results=root),
                      command=command_line(), embeddings_max=0 if no_embeddings else embeddings_max or EMBEDDINGS_MAX)
     code = run_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
     if code:
@@ -217,11 +297,12 @@ def run(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...],
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @selection_options
 @results_option
-@click.option("--trials", default=20, show_default=True, help="trials to add to each study")
-@click.option("--timeout", default=None, type=float, help="stop each study after this many seconds")
-@click.option("--storage", default=None, metavar="URL",
+@click.option("--trials", default=20, show_default=True, type=Number(True, 1, 10**6),
+              help="trials to add to each study")
+@click.option("--timeout", default=None, type=Number(False, 0.001), help="stop each study after this many seconds")
+@click.option("--storage", type=TEXT, default=None, metavar="URL",
               help="Optuna storage URL for many machines (default: a journal file under the results)")
-@click.option("--device", default=None, help="override the sweep's device")
+@click.option("--device", type=TEXT, default=None, help="override the sweep's device")
 @tracking_options
 @threads_option
 @plugins_option
@@ -239,11 +320,12 @@ def tune(sweep_file: str, assignments: tuple[str, ...], methods: tuple[str, ...]
     from bench.sweep import MAX_RUNS
     from bench.tune import TuneRequest, tune_sweep
 
-    req = TuneRequest(sweep_file=sweep_file, results=results_root(results), trials=trials, timeout=timeout,
+    root = results_root(results)
+    req = TuneRequest(sweep_file=sweep_file, results=root, trials=trials, timeout=timeout,
                       storage=storage, assignments=assignments, methods=methods, datasets=datasets,
                       multirun=multirun, device=device, tracking_uri=tracking_uri, mlflow=not no_mlflow,
                       threads=threads, max_runs=max_runs or MAX_RUNS,
-                      scale=cluster_options(workers, threads, scheduler, cluster_file))
+                      scale=cluster_options(workers, threads, scheduler, cluster_file, results=root))
     tune_sweep(req, echo=click.echo, warn=_echo_err, show_progress=interactive())
 
 
@@ -294,11 +376,12 @@ def info(name: str) -> None:
 
 @main.command()
 @results_option
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", type=TEXT, default="127.0.0.1", show_default=True,
               help="interface to bind; 0.0.0.0 exposes the UI (and your runs) to the network")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--tracking-uri", default=None, metavar="URI", help="backend store (default the embedded one)")
-@click.option("--wait", "wait_s", default=120.0, show_default=True, help="seconds to wait for the server to answer")
+@click.option("--tracking-uri", type=TEXT, default=None, metavar="URI", help="backend store (default the embedded one)")
+@click.option("--wait", "wait_s", default=120.0, show_default=True, type=Number(False, 0.1, 86400.0),
+              help="seconds to wait for the server to answer")
 def ui(results: str | None, host: str, port: int, tracking_uri: str | None, wait_s: float) -> None:
     """Serve the MLflow UI (one worker) and print, per sweep, a link to its runs grouped by method."""
     from bench.ui import UiRequest, serve

@@ -1,4 +1,11 @@
-"""`bench data ...`: check that a dataset loads (with a summary) and prepare datasets that need it."""
+"""`bench data ...`: check that a dataset loads (with a summary) and prepare datasets that need it.
+
+Both commands follow the README's rule for bad input: every problem is one line `problem: ...`
+(whitespace collapsed, at most 390 characters) and the exit status is 2, for unusable data, bad
+folders and bad parameters alike. `--param` values go through the strict YAML reader of every
+command-line value, and the numbers through the one number check (`bench.params.check_number`); a
+dataset whose plugin estimates more memory than the machine has is refused before it is built.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,9 @@ import numpy as np
 
 from bench.data import CrossModalData
 from bench.errors import BenchError, ConfigError
-from bench.params import build
+from bench.params import build, short
+
+MAX_PARAM = 2000  # characters of one --param; longer is a mistake, not a value
 
 
 def default_cache() -> Path:
@@ -27,16 +36,30 @@ cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), defa
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`k=v` strings to a dict; values are read as YAML scalars (numbers, true/false, null)."""
-    import yaml
+    """`k=v` strings to a dict; values are read as YAML flow values (numbers, true/false, null, lists)
+    by the strict reader every command-line value goes through (`bench.readers.load_yaml_text`)."""
+    from bench.readers import load_yaml_text
 
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--param {pair!r}: expected key=value")
+            raise ConfigError(f"--param {short(pair)!r}: expected key=value")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        if not key.strip():
+            raise ConfigError(f"--param {short(pair)!r}: the key is empty; write key=value")
+        if len(pair) > MAX_PARAM:
+            raise ConfigError(f"--param {short(pair)!r}: longer than {MAX_PARAM} characters")
+        out[key.strip()] = load_yaml_text(value, f"--param {short(pair)!r}") if value.strip() else ""
     return out
+
+
+def problem_exit(problems: list[str]) -> None:
+    """Print each problem as one line (bounded, whitespace collapsed) and exit 2: unusable input."""
+    from bench.cli import one_line
+
+    for problem in problems:
+        click.echo(f"problem: {one_line(problem)}", err=True)
+    sys.exit(2)
 
 
 def make_dataset(name: str, params: dict[str, Any], cache_dir: Path | None) -> Any:
@@ -108,6 +131,27 @@ def data() -> None:
     """Check and prepare datasets."""
 
 
+def _load(ds: Any, name: str) -> CrossModalData:
+    """Load a dataset; a size the machine cannot hold is a BenchError (estimated first when the plugin
+    can, as `bench run` does), never a MemoryError traceback."""
+    from bench.memory import enlarged, gib, machine_bytes
+
+    estimate, available = getattr(ds, "estimate_bytes", None), machine_bytes()
+    need = estimate() if callable(estimate) and available else None
+    if need is not None and need > available:
+        grown = enlarged(type(ds.params), dataclasses.asdict(ds.params))
+        raise BenchError(f"dataset {name}: needs about {gib(need)} of memory, more than the {gib(available)} here; "
+                         "use smaller parameters" + (f" ({grown})" if grown else ""))
+    try:
+        return ds.load()
+    except MemoryError as exc:
+        raise BenchError(f"dataset {name}: does not fit in memory ({exc}); check its files for absurd sizes or "
+                         "ids") from None
+    except (ValueError, OverflowError) as exc:
+        raise BenchError(f"dataset {name}: cannot be built with its parameters ({type(exc).__name__}: "
+                         f"{short(exc, 200)})") from None
+
+
 @data.command()
 @click.argument("name")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="data folder (sets the param 'root')")
@@ -123,19 +167,14 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path 
         ds = make_dataset(name, params, cache_dir)
         problem = ds.missing()
         if problem and not hasattr(ds, "problems"):  # one line is all there is to say
-            click.echo(f"problem: {problem}", err=True)
-            sys.exit(2)
-        loaded = None if problem else ds.load()
+            problem_exit([problem])
+        loaded = None if problem else _load(ds, name)
         if loaded is not None:
             problem = benchmark_problem(loaded)
             if problem:
-                click.echo(f"problem: {problem}", err=True)
-                sys.exit(2)
+                problem_exit([problem])
     except BenchError as exc:
         problem = str(exc)
-        loaded = None
-    except MemoryError as exc:
-        problem = f"dataset {name}: does not fit in memory ({exc}); check its files for absurd sizes or ids"
         loaded = None
     if loaded is None:
         found = [problem]
@@ -144,9 +183,7 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path 
                 found = ds.problems() or found
             except BenchError as exc:
                 found = [str(exc)]
-        for p in found:
-            click.echo(f"problem: {p}", err=True)
-        sys.exit(2)
+        problem_exit(found)
     lines, warnings = summarize(loaded)
     click.echo("\n".join(lines))
     for w in warnings:
@@ -159,7 +196,8 @@ def check(name: str, root: Path | None, pairs: tuple[str, ...], cache_dir: Path 
               help="an unpacked tree instead of downloading")
 @click.option("--param", "pairs", multiple=True, metavar="K=V",
               help="dataset parameter (repeatable), e.g. image_features=handcrafted")
-@click.option("--workers", type=int, default=None, help="processes / threads reading images (default: up to 2)")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="processes / threads reading images (default: up to 2)")
 @click.option("--device", default="auto", show_default=True,
               help="where CNN / sentence-embedding features are computed: auto (GPU when present), cpu, cuda")
 @click.option("--clean", is_flag=True, help="once the features are cached, delete the downloaded packages and tree")
@@ -181,7 +219,8 @@ def prepare(name: str, source: Path | None, pairs: tuple[str, ...], workers: int
             elif value != default:
                 raise ConfigError(f"dataset {name}: prepare has no --{option} option")
         path = ds.prepare(**kwargs)
-    except BenchError as exc:
-        click.echo(f"problem: {exc}", err=True)
-        sys.exit(1)
+    except BenchError as exc:  # bad input (folders, parameters, a dataset without preparation): exit 2
+        problem_exit([str(exc)])
+    except MemoryError as exc:
+        problem_exit([f"dataset {name}: does not fit in memory ({exc}); use smaller parameters"])
     click.echo(f"prepared: {path}")

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.addresses import check_scheduler
 from bench.errors import BenchError, ConfigError
+from bench.params import check_number, short
 from bench.readers import read_yaml
+from bench.scratch import start_writing
 
 
 @dataclasses.dataclass
@@ -34,22 +39,37 @@ class ClusterOptions:
     @property
     def wanted(self) -> bool:
         """True when any scale-out option was given."""
-        return bool(self.workers or self.scheduler or self.cluster_file)
+        return bool(self.workers or self.scheduler is not None or self.cluster_file is not None)
 
-    def check(self) -> None:
-        """One scale-out source at a time."""
+    def check(self, probe: bool = True, results: Path | None = None) -> None:
+        """One scale-out source at a time, each usable: a cluster file that parses, a scheduler address
+        that is well formed and (with `probe`) answers within seconds, and for local workers a `results`
+        folder whose path leaves room for their socket. Nothing is started or written."""
         given = [n for n, v in (("--workers", self.workers), ("--scheduler", self.scheduler),
-                                ("--cluster", self.cluster_file)) if v]
+                                ("--cluster", self.cluster_file)) if v is not None]
         if len(given) > 1 and not (given == ["--workers", "--cluster"]):
             raise BenchError(f"{' and '.join(given)} exclude each other: --workers N starts a local cluster, "
                              "--scheduler ADDRESS uses a running one, --cluster FILE starts one on SLURM "
                              "(with --workers N jobs)")
-        if self.workers is not None and self.workers < 1:
-            raise BenchError("--workers must be at least 1")
-        if self.cluster_file:
+        if self.workers is not None:
+            check_number(self.workers, "--workers", integer=True, low=1, high=MAX_WORKERS)
+            if results is not None and self.cluster_file is None:
+                check_socket_room(results)
+        if self.threads is not None:
+            check_number(self.threads, "--threads", integer=True, low=1, high=MAX_WORKERS)
+        if self.scheduler is not None:
+            if not self.scheduler.strip():
+                raise BenchError("--scheduler: the address is empty; write tcp://HOST:8786 or leave the option out")
+            if probe:
+                check_scheduler(self.scheduler)
+        if self.cluster_file is not None:
             load_cluster_file(self.cluster_file)  # a bad file is reported before anything is written
+            if importlib.util.find_spec("dask_jobqueue") is None:
+                raise BenchError("--cluster needs dask-jobqueue: pip install 'bench[slurm]'")
 
 
+MAX_WORKERS = 1024  # local worker processes, SLURM jobs, threads: more is a typo
+MAX_CORES = 4096
 SLURM_KEYS = {"cores", "memory", "processes", "queue", "account", "walltime", "job_extra_directives",
               "job_script_prologue", "worker_extra_args", "local_directory", "log_directory", "interface",
               "python", "job_directives_skip", "name", "shebang", "job_cpu", "job_mem", "death_timeout"}
@@ -73,7 +93,7 @@ def load_cluster_file(path: str | Path) -> dict[str, Any]:
     Returns {"slurm": kwargs, "jobs": int, "gpus_per_job": int}.
     """
     path = Path(path)
-    if not path.exists():
+    if not str(path).strip() or not path.exists():
         raise BenchError(f"--cluster {path}: no such file; write a YAML file with a 'slurm:' mapping "
                          "(see the scale-out page of the manual)")
     try:
@@ -95,20 +115,41 @@ def load_cluster_file(path: str | Path) -> dict[str, Any]:
         if key not in kwargs:
             raise BenchError(f"--cluster {path}: slurm.{key} is required by SLURMCluster (e.g. cores: 8, "
                              "memory: 32GB)")
-    if not isinstance(kwargs["cores"], int) or isinstance(kwargs["cores"], bool) or kwargs["cores"] < 1:
-        raise BenchError(f"--cluster {path}: slurm.cores must be a positive integer, got {kwargs['cores']!r}")
+    for key in ("cores", "processes", "job_cpu"):
+        if key in kwargs:
+            kwargs[key] = _count(kwargs[key], f"--cluster {path}: slurm.{key}", 1, MAX_CORES)
+    for key in ("memory", "job_mem"):
+        if key in kwargs and not _is_size(kwargs[key]):
+            raise BenchError(f"--cluster {path}: slurm.{key} must be a size such as 32GB, got "
+                             f"{short(repr(kwargs[key]))}")
     out: dict[str, Any] = {"slurm": kwargs}
-    for key, default in (("jobs", 1), ("gpus_per_job", 0)):
-        value = raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "jobs" else 0):
-            raise BenchError(f"--cluster {path}: {key} must be an integer >= {1 if key == 'jobs' else 0}, "
-                             f"got {value!r}")
-        out[key] = value
+    for key, default, low, high in (("jobs", 1, 1, MAX_WORKERS), ("gpus_per_job", 0, 0, 64)):
+        out[key] = _count(raw.get(key, default), f"--cluster {path}: {key}", low, high)
     if out["gpus_per_job"]:
         extra = list(kwargs.get("worker_extra_args") or [])
         extra += ["--resources", f"GPU={out['gpus_per_job']}"]
         kwargs["worker_extra_args"] = extra
     return out
+
+
+def _count(value: Any, where: str, low: int, high: int) -> int:
+    """An integer of a cluster file in [low, high], through the one number check (`check_number`)."""
+    try:
+        return int(check_number(value, where, integer=True, low=low, high=high))
+    except ConfigError:
+        raise BenchError(f"{where} must be an integer >= {low} (at most {high}), got {short(repr(value))}") from None
+
+
+def _is_size(value: Any) -> bool:
+    """A memory size dask understands (32GB, '4 GiB', or a positive byte count)."""
+    from dask.utils import parse_bytes
+
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return False
+    try:
+        return 0 < parse_bytes(value) < 2**63
+    except (ValueError, TypeError, OverflowError):
+        return False
 
 
 def wants_gpu(device: str) -> bool:
@@ -129,12 +170,12 @@ def start_client(opts: ClusterOptions, device: str, echo: Callable[[str], None] 
     `<results>/cache/dask`, so nothing is written outside the results folder)."""
     from distributed import Client
 
-    opts.check()
+    opts.check(probe=False)  # the command line probed the scheduler already
     cluster = None
     if opts.scheduler:
         try:
             client = Client(opts.scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise BenchError(f"--scheduler {opts.scheduler}: cannot connect ({exc}); start one with "
                              "`dask scheduler` and `dask worker ADDRESS`") from None
     elif opts.cluster_file:
@@ -160,6 +201,8 @@ def _local_cluster(opts: ClusterOptions, device: str, local_directory: str | Pat
     import dask
     from distributed import Client, LocalCluster
 
+    start_writing()  # the fork server's pymp-* folder and the workers' TMPDIR go under the results folder
+    _short_socket_folder()
     threads = opts.threads or 1
     gpus = 0
     if wants_gpu(device):
@@ -282,6 +325,57 @@ def _use_forkserver() -> None:
     from distributed.utils import get_mp_context
 
     get_mp_context().set_forkserver_preload(PRELOAD)  # modules failing to import are skipped
+
+
+UNIX_PATH_MAX = 107  # bytes of a Unix socket's path (Linux sun_path, less the final NUL)
+SOCKET_TAIL = len("/pymp-12345678/listener-12345678")  # what multiprocessing adds to the temporary folder
+
+
+_HELD_FOLDERS: list[int] = []  # descriptors behind /proc/self/fd/N socket folders (kept open for the process)
+
+
+def _socket_room(folder: str | Path, tail: int = SOCKET_TAIL) -> bool:
+    """Whether a Unix socket `tail` bytes below `folder` can be bound from here (absolute or relative
+    name short enough, or, on Linux, the folder reachable as /proc/self/fd/N)."""
+    absolute = os.path.abspath(folder)
+    names = (absolute, os.path.relpath(absolute))
+    return any(len(os.fsencode(n)) + tail <= UNIX_PATH_MAX for n in names) or os.path.isdir("/proc/self/fd")
+
+
+def check_socket_room(results: Path) -> None:
+    """Local workers need a fork-server socket under <results>/cache/tmp: refuse, before anything is
+    written, a results folder whose path leaves no room for it (see `_short_socket_folder`)."""
+    from bench.scratch import scratch_dir
+
+    if not _socket_room(scratch_dir(results)):
+        raise BenchError(f"--workers: the results folder's path is too long for the local workers' socket "
+                         f"({len(os.fsencode(os.path.abspath(results)))} bytes; a Unix socket path holds at most "
+                         f"{UNIX_PATH_MAX}); use a shorter --results path, or run bench from a folder near it")
+
+
+def _short_socket_folder() -> None:
+    """Make multiprocessing's temporary folder (<results>/cache/tmp/pymp-*, where the fork server's Unix
+    socket lives) usable under a deep results folder: a socket path holds at most UNIX_PATH_MAX bytes.
+    Only this process binds and connects to that socket (the fork server inherits it open), so the
+    folder may be named relative to the current folder (bench never changes it) or, on Linux, as
+    /proc/self/fd/N of a descriptor held open; the folder itself stays where it is, inside the results
+    folder, and multiprocessing removes it at exit under its real name."""
+    import multiprocessing.util as mp_util
+    from multiprocessing import process
+
+    config = process.current_process()._config
+    folder = mp_util.get_temp_dir()  # created now (in <results>/cache/tmp); removed at exit by multiprocessing
+    tail = SOCKET_TAIL - len("/pymp-12345678")
+    for name in (folder, os.path.relpath(folder)):
+        if len(os.fsencode(name)) + tail <= UNIX_PATH_MAX:
+            config["tempdir"] = name
+            return
+    if not os.path.isdir("/proc/self/fd"):
+        raise BenchError(f"--workers: the results folder's path is too long for the local workers' socket ({folder}); "
+                         "use a shorter --results path")
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    _HELD_FOLDERS.append(fd)
+    config["tempdir"] = f"/proc/self/fd/{fd}"
 
 
 def _stop_workers_fast(cluster: Any, grace_s: float = 1.0) -> None:

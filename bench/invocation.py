@@ -103,7 +103,9 @@ def tracking_uri(results: Path, uri: str | None, enabled: bool) -> str | None:
         return None
     if uri is not None:
         check_uri(uri)
-    return uri or default_uri(results)
+        return uri
+    check_uri(default_uri(results), created=True)  # a broken existing store is refused before the lock
+    return default_uri(results)
 
 
 @contextlib.contextmanager

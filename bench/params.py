@@ -27,6 +27,53 @@ def near(name: str, options: typing.Iterable[str]) -> str:
     return f" (did you mean {', '.join(hits)}?)" if hits else ""
 
 
+INT64 = 2**63  # integers must fit in a signed 64-bit word (numpy, torch, SQLite, JSON readers)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr-free str(value) cut to `limit` characters: messages never quote a huge value whole."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_number(value: Any, where: str, *, integer: bool, low: float | None = None,
+                 high: float | None = None) -> int | float:
+    """The one check every number goes through, whatever its source (YAML, the command line, JSON,
+    an option): a finite number (an integer where `integer`, fitting in 64 bits) within [low, high].
+
+    Integral floats (`8.0`) are accepted as integers; strings that Python reads as a float (`1e-3`,
+    which YAML 1.1 leaves a string) are accepted as floats. Raises a one-line ConfigError naming
+    `where`, the value (shortened) and what is expected.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: expected {'an integer' if integer else 'a number'}, got {short(repr(value))}")
+    if isinstance(value, str):
+        if integer:
+            raise ConfigError(f"{where}: expected an integer, got {short(repr(value))}")
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {short(repr(value))}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a finite number; give a finite value")
+    if integer:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{where}: expected an integer, got {short(value)}")
+            value = int(value)
+        if not -INT64 <= value < INT64:
+            raise ConfigError(f"{where}: {short(value, 30)} does not fit in 64 bits (|value| < 2^63)")
+    else:
+        if isinstance(value, int) and not -INT64 <= value < INT64:
+            raise ConfigError(f"{where}: {short(value, 30)} is too large for a number here (|value| < 2^63)")
+        value = float(value)
+    if low is not None and value < low:
+        raise ConfigError(f"{where}: {short(value, 30)} is below the minimum {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where}: {short(value, 30)} is above the maximum {high}")
+    return value
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -41,14 +88,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {short(repr(value))}")
     if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        if not isinstance(value, typing.Hashable) or value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {short(repr(value))} is not one of {list(typing.get_args(tp))}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {short(repr(value))}")
         (arg, *_rest) = typing.get_args(tp) or (Any,)
         items = [_coerce(v, arg, where) for v in value]
         return tuple(items) if origin is tuple else items
@@ -57,53 +104,36 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads "1e-3" as a string
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        raise ConfigError(f"{where}: expected true/false, got {short(repr(value))}")
+    if tp is int or tp is float:
+        return check_number(value, where, integer=tp is int)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {short(repr(value))}")
         return value
     return value
 
 
 def build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
-    """Instantiate the dataclass `cls` from `values`, checking names, types, bounds and choices."""
+    """Instantiate the dataclass `cls` from `values`, checking names, types, bounds and choices
+    (every number through `check_number`)."""
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in values:
         if key not in fields:
-            raise ConfigError(f"{where}: unknown parameter '{key}'{near(key, fields)}; "
+            raise ConfigError(f"{where}: unknown parameter '{short(key)}'{near(str(key), fields)}; "
                               f"known: {', '.join(fields)}")
     out = {}
     for key, value in values.items():
         f = fields[key]
         here = f"{where}.{key}"
         value = _coerce(value, hints[key], here)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{here}: {value} is not a finite number")
-        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
-            raise ConfigError(f"{here}: {str(value)[:30]} does not fit in 64 bits")
         meta = f.metadata
         if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{here}: {value!r} is not one of {list(meta['choices'])}")
+            raise ConfigError(f"{here}: {short(repr(value))} is not one of {list(meta['choices'])}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if meta.get("low") is not None and value < meta["low"]:
-                raise ConfigError(f"{here}: {value} is below the minimum {meta['low']}")
-            if meta.get("high") is not None and value > meta["high"]:
-                raise ConfigError(f"{here}: {value} is above the maximum {meta['high']}")
+            check_number(value, here, integer=isinstance(value, int), low=meta.get("low"), high=meta.get("high"))
         out[key] = value
     try:
         return cls(**out)

@@ -1,44 +1,43 @@
 """What an invocation checks before anything is written, and what it holds while it runs.
 
 Bad input must cost nothing: `bench run` and `bench tune` check the results folder, the device,
-every method's parameters on that device, every pending dataset (it must be available, load, and
-split into non-empty parts) before the lock, the store or any cache is touched.
+every method's parameters on that device, every pending dataset (it must be available, fit in
+memory, load, and split into non-empty parts) and the memory of every model (`bench.memory`)
+before the lock, the store or any cache is touched.
+
+Every byte an invocation writes stays under the results folder (`bench.scratch`).
 """
+
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from bench.data import CrossModalData
 from bench.errors import BenchError
+from bench.memory import enlarged, gib, machine_bytes, model_bytes, training_bytes
 from bench.method import resolve_device
+from bench.outputs import check_output_folder
 from bench.params import build
-from bench.registry import get_method
+from bench.registry import get_dataset, get_method
 from bench.run import load_dataset
+from bench.scratch import keep_scratch_inside, scratch_dir, start_writing
 from bench.spec import RunSpec
 from bench.splits import SplitSpec, compute_split
 from bench.sweep import Sweep
+from bench.sweep_entries import get_dataset_params
+
+__all__ = ["check_results_folder", "keep_scratch_inside", "scratch_dir", "start_writing", "sweep_lock", "preflight",
+           "check_devices", "dask_dir"]
 
 
 def check_results_folder(root: Path) -> None:
-    """The results folder must be a folder (or not exist yet) whose path works; nothing is created here."""
-    if "\x00" in str(root):
-        raise BenchError("--results: the path contains a NUL character")
-    if root.exists() and not root.is_dir():
-        raise BenchError(f"--results: {root} is a file, not a folder; pass a folder (it is created if absent)")
-    parent = next((p for p in [root, *root.parents] if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise BenchError(f"--results: {parent} is a file, so {root} cannot be created; pass another folder")
-
-
-def keep_scratch_inside(root: Path) -> None:
-    """Scratch folders of libraries go under <results>/cache instead of the system's temporary folder:
-    torch's compile cache (created as soon as torch._dynamo is imported, which the first optimizer
-    step does) unless TORCHINDUCTOR_CACHE_DIR says otherwise. Dask's goes there too (`dask_dir`)."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((root / "cache" / "torchinductor").resolve()))
+    """The results folder must be a folder (or not exist yet) that can be created and written; every
+    existing part of its path must be a real folder (a dangling symlink or a symlink loop is refused).
+    Nothing is created here (`bench.outputs.check_output_folder`)."""
+    check_output_folder(root, "--results")
 
 
 def dask_dir(root: Path) -> Path:
@@ -50,6 +49,7 @@ def sweep_lock(out: Path, root: Path, sweep: str) -> Any:
     """The per-sweep lock (acquired); a second invocation of the same sweep is refused."""
     from filelock import FileLock, Timeout
 
+    start_writing()
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / ".lock"))
     try:
@@ -77,6 +77,41 @@ def check_devices(sweep: Sweep, specs: list[RunSpec]) -> None:
             raise BenchError(f"{sweep.path}: {spec.method_label}: {exc}") from None
 
 
+def check_data_memory(sweep: Sweep, spec: RunSpec, available: int | None) -> None:
+    """Refuse a dataset whose plugin estimates more memory (`estimate_bytes()`) than the machine has."""
+    dcls = get_dataset(spec.dataset)
+    params = get_dataset_params(dcls, spec.dataset_params)
+    estimate = getattr(dcls(params), "estimate_bytes", None)
+    need = estimate() if callable(estimate) and available else None
+    if need is not None and need > available:
+        grown = enlarged(dcls.Params, spec.dataset_params)
+        raise BenchError(f"{sweep.path}: dataset '{spec.dataset_label}' needs about {gib(need)} of memory, more than "
+                         f"the {gib(available)} here; use smaller dataset parameters"
+                         + (f" ({grown})" if grown else ""))
+
+
+def check_model_memory(sweep: Sweep, specs: list[RunSpec], data: CrossModalData, device: Any,
+                       available: int | None) -> None:
+    """Refuse a method whose model (built on the meta device, see `bench.memory`) would need more
+    memory to train than the device has; once per distinct (method, parameters) on one dataset."""
+    if not available:
+        return
+    seen: set[str] = set()
+    for spec in specs:
+        key = json.dumps([spec.method, spec.params], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = get_method(spec.method)
+        size = model_bytes(entry.cls(build(entry.cls.Params, spec.params, spec.method)), data, spec.seed)
+        if size is not None and training_bytes(size) > available:
+            grown = enlarged(entry.cls.Params, spec.params)
+            raise BenchError(f"{sweep.path}: {spec.method_label} on dataset '{spec.dataset_label}': its model needs "
+                             f"about {gib(training_bytes(size))} to train (parameters, gradients, optimizer state), "
+                             f"more than the {gib(available)} of {getattr(device, 'type', 'cpu')} memory here; lower "
+                             + (f"its size parameters ({grown})" if grown else "its size parameters"))
+
+
 def _load_for_preflight(sweep: Sweep, first: RunSpec, cache_root: Path) -> CrossModalData:
     try:
         return load_dataset(first, cache_root)
@@ -94,7 +129,8 @@ def _load_for_preflight(sweep: Sweep, first: RunSpec, cache_root: Path) -> Cross
 def preflight(sweep: Sweep, specs: list[RunSpec], cache_root: Path) -> tuple[RunSpec, CrossModalData] | None:
     """Check, before anything is written or trained, what would otherwise fail only at run time.
 
-    Every dataset of `specs` must be available and load, and every split spec must leave non-empty
+    Every dataset of `specs` must be available, fit in memory and load, every model must fit in the
+    device's memory (`bench.memory`), and every split spec must leave non-empty
     train and test parts (and a 'db' split where `retrieval: db` asks for one). Splits are computed
     here without writing the cache. Raises BenchError naming the dataset and the fix. Returns the
     last dataset loaded (with a spec of it), for the first runs to reuse.
@@ -103,10 +139,14 @@ def preflight(sweep: Sweep, specs: list[RunSpec], cache_root: Path) -> tuple[Run
     by_data: dict[str, list[RunSpec]] = {}
     for spec in specs:
         by_data.setdefault(spec.data_key, []).append(spec)
+    device = resolve_device(sweep.device)
+    available = machine_bytes(device)
     last = None
     for group in by_data.values():
         first = group[0]
+        check_data_memory(sweep, first, machine_bytes())
         data = _load_for_preflight(sweep, first, cache_root)
+        check_model_memory(sweep, group, data, device, available)
         for split_spec in {json.dumps(s.split, sort_keys=True) for s in group}:
             try:
                 compute_split(data, SplitSpec(**json.loads(split_spec)))

@@ -11,7 +11,9 @@ Where plugins come from, in loading order:
    `bench.datasets`.
 3. User plugin folders, only when asked for: every root listed in `BENCH_PLUGIN_PATH`
    (os.pathsep-separated), the `plugins = [...]` list of `[tool.bench]` in the nearest
-   pyproject.toml (the current directory or its closest parent that has one; paths relative to it),
+   pyproject.toml (the current directory or its closest parent that has one, up to the repository
+   root or the home folder, never in a folder of another user or one everyone may write: see
+   `project_file`; paths relative to it; each root it declares is named on stderr when imported),
    `--plugins DIR` on the command line, and a sweep's `plugins:` key (relative to the sweep file).
    A plugin root holds `methods/` and/or `datasets/`; every `*.py` file there not starting with
    '_' is imported under `_bench_user_<hash>.<kind>`, so relative imports (`from .common import x`)
@@ -31,6 +33,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import stat
 import sys
 import tomllib
 import types
@@ -42,7 +45,7 @@ from typing import Any
 from bench.dataset import Dataset
 from bench.errors import BenchError, ConfigError, UnknownNameError
 from bench.method import Method
-from bench.params import near
+from bench.params import near, short
 
 BUILTIN_PACKAGE = "_bench_plugins"
 KINDS = ("methods", "datasets")
@@ -174,6 +177,28 @@ def builtin_folder(kind: str) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def guarded(what: str, modname: str | None = None) -> Iterator[None]:
+    """Run a plugin's import: any exception, and `SystemExit` (a plugin calling `sys.exit` would end
+    bench silently with its code), becomes one BenchError naming the plugin (`what`); a BenchError
+    it raises is kept. Only Ctrl-C (KeyboardInterrupt) passes through."""
+    try:
+        yield
+    except BenchError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:
+        if modname:
+            sys.modules.pop(modname, None)
+        raise BenchError(f"{what} called sys.exit({short(repr(exc.code))}) while being imported; a plugin must not "
+                         "exit (remove the call, or leave the plugin out)") from None
+    except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is the plugin's fault
+        if modname:
+            sys.modules.pop(modname, None)
+        raise BenchError(f"{what} failed to import: {type(exc).__name__}: {short(exc, 200)}") from exc
+
+
 def _package(name: str, folder: Path | None) -> None:
     """Register an (empty) package `name` searching `folder`, unless it is imported already."""
     if name in sys.modules:
@@ -183,7 +208,8 @@ def _package(name: str, folder: Path | None) -> None:
         spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        with guarded(f"plugin {init}", name):
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
         return
     module = types.ModuleType(name)
     module.__path__ = [str(folder)] if folder else []  # a container: its children are registered explicitly
@@ -202,13 +228,8 @@ def _import_folder(folder: Path, package: str) -> None:
         if modname in sys.modules or real in _FILES_DONE:
             continue
         _FILES_DONE.add(real)
-        try:
+        with guarded(f"plugin {path}", modname):
             importlib.import_module(modname)
-        except BenchError:
-            raise
-        except Exception as exc:
-            sys.modules.pop(modname, None)
-            raise BenchError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
 def _load_builtins() -> None:
@@ -233,13 +254,8 @@ def _load_entry_points() -> None:
         for ep in importlib.metadata.entry_points(group=group):
             dist = getattr(ep.dist, "name", None)
             with _loading(Origin("entry point", f"{ep.value}" + (f" ({dist})" if dist else ""))):
-                try:
+                with guarded(f"entry point {ep.name} = {ep.value} ({group})"):
                     obj = ep.load()
-                except BenchError:
-                    raise
-                except Exception as exc:
-                    raise BenchError(f"entry point {ep.name} = {ep.value} ({group}) failed to load: "
-                                     f"{type(exc).__name__}: {exc}") from exc
                 if isinstance(obj, type):
                     register(obj)
 
@@ -264,8 +280,12 @@ def load_root(root: str | Path, asked_by: str = "--plugins") -> None:
             continue
         _ROOTS_DONE.add(folder)
         _package(base, None)
-        with _loading(Origin("path", str(real))):
-            _import_folder(folder, f"{base}.{kind}")
+        try:
+            with _loading(Origin("path", str(real))):
+                _import_folder(folder, f"{base}.{kind}")
+        except BaseException:
+            _ROOTS_DONE.discard(folder)  # never handed to Dask workers (user_plugin_roots) once it failed
+            raise
 
 
 def env_plugin_paths() -> list[Path]:
@@ -274,12 +294,35 @@ def env_plugin_paths() -> list[Path]:
 
 
 def project_file(start: Path | None = None) -> Path | None:
-    """The nearest pyproject.toml: in `start` (default the current directory) or its closest parent having one."""
+    """The pyproject.toml that may declare plugins: in `start` (default the current directory) or the
+    closest parent having one, searching no higher than the first of: a repository root (a folder
+    holding .git), the home folder, a folder owned by another user or writable by everyone (a shared
+    temporary folder: anyone could plant a pyproject.toml there). Git's `safe.directory` rule, so a
+    file nobody here wrote never makes `bench` import code."""
     here = (start or Path.cwd()).resolve()
+    home = _home()
+    uid = os.getuid() if hasattr(os, "getuid") else None
     for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder / "pyproject.toml"
+        try:
+            info = folder.stat()
+        except OSError:
+            return None
+        if (uid is not None and info.st_uid != uid) or info.st_mode & stat.S_IWOTH:
+            return None  # another user's folder, or /tmp-like: its pyproject.toml is not ours to trust
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            owner = candidate.stat().st_uid
+            return candidate if uid is None or owner == uid else None
+        if (folder / ".git").exists() or folder == home:
+            return None
     return None
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, OSError, KeyError):
+        return None
 
 
 def project_plugin_paths(start: Path | None = None) -> list[Path]:
@@ -287,11 +330,13 @@ def project_plugin_paths(start: Path | None = None) -> list[Path]:
     path = project_file(start)
     if path is None:
         return []
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it as TOML ({exc}); bench reads [tool.bench] from the nearest "
-                          "pyproject.toml") from None
+    from bench.readers import read_text_file
+
+    try:  # the reader of every user input: a regular file, size-capped, one-line errors
+        doc = tomllib.loads(read_text_file(path, "pyproject.toml"))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: cannot read it as TOML ({short(exc, 160)}); bench reads [tool.bench] from the "
+                          "nearest pyproject.toml") from None
     section = doc.get("tool", {}).get("bench")
     if section is None:
         return []
@@ -303,7 +348,8 @@ def project_plugin_paths(start: Path | None = None) -> list[Path]:
         raise ConfigError(f"{path}: [tool.bench] has an unknown key '{key}'{near(key, ['plugins'])}; allowed: plugins")
     plugins = section.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
-        raise ConfigError(f"{path}: [tool.bench] plugins must be a list of folder paths (strings), got {plugins!r}")
+        raise ConfigError(f"{path}: [tool.bench] plugins must be a list of folder paths (strings), got "
+                          f"{short(repr(plugins))}")
     return [path.parent / p for p in plugins]
 
 
@@ -322,7 +368,10 @@ def load_plugins(paths: Iterable[str | Path] = (), asked_by: str = "--plugins") 
         _load_entry_points()
         todo += [(p, "BENCH_PLUGIN_PATH") for p in env_plugin_paths()]
         project = project_file()
-        todo += [(p, f"{project} [tool.bench] plugins") for p in project_plugin_paths()]
+        declared = project_plugin_paths()
+        for root in declared:
+            print(f"bench: importing plugins from {root} (declared by [tool.bench] in {project})", file=sys.stderr)
+        todo += [(p, f"{project} [tool.bench] plugins") for p in declared]
     todo += _REQUESTED
     _REQUESTED.clear()
     todo += [(Path(p), asked_by) for p in paths]
@@ -347,10 +396,10 @@ def method_entries() -> dict[str, MethodEntry]:
 def get_method(name: str) -> MethodEntry:
     """The entry for a method name; unknown names get near-match suggestions."""
     if not isinstance(name, str):
-        raise UnknownNameError(f"expected a method name, got {name!r}")
+        raise UnknownNameError(f"expected a method name, got {short(repr(name))}")
     entries = method_entries()
     if name not in entries:
-        raise UnknownNameError(f"unknown method '{name}'{near(name, entries)}; "
+        raise UnknownNameError(f"unknown method '{short(name)}'{near(name, entries)}; "
                                "`bench list methods` shows them all")
     return entries[name]
 
@@ -364,10 +413,10 @@ def dataset_classes() -> dict[str, type[Dataset]]:
 def get_dataset(name: str) -> type[Dataset]:
     """The dataset class for a name; unknown names get near-match suggestions."""
     if not isinstance(name, str):
-        raise UnknownNameError(f"expected a dataset name, got {name!r}")
+        raise UnknownNameError(f"expected a dataset name, got {short(repr(name))}")
     classes = dataset_classes()
     if name not in classes:
-        raise UnknownNameError(f"unknown dataset '{name}'{near(name, classes)}; "
+        raise UnknownNameError(f"unknown dataset '{short(name)}'{near(name, classes)}; "
                                "`bench list datasets` shows them all")
     return classes[name]
 

@@ -48,7 +48,7 @@ from bench.report_frame import (
 )
 from bench.report_merge import check_mergeable
 from bench.report_names import Names, load_names
-from bench.report_notes import last_epoch_note, missing_notes, threads_note
+from bench.report_notes import last_epoch_note, missing_notes, nan_notes, threads_note
 from bench.report_published import Published, add_published, load_published
 from bench.report_render import render_table
 from bench.report_select import Selection, other_configurations, select
@@ -135,7 +135,8 @@ def _check_metric(df: pd.DataFrame, m: Metric, where: str, others: dict[str, str
         raise BenchError(f"no finished runs of what {where} defines; " + "; ".join(others.values()))
     if df.empty:
         raise BenchError(f"no finished runs found for {where}; run `bench run SWEEP.yaml` first")
-    if m.keys["i2t"] not in df or df[m.keys["i2t"]].isna().all():
+    recorded_nan = "nan_metrics" in df and df["nan_metrics"].str.split().apply(lambda ks: m.keys["i2t"] in ks).any()
+    if m.keys["i2t"] not in df or (df[m.keys["i2t"]].isna().all() and not recorded_nan):
         why = {reason for u in df.get("undefined", []) for k, reason in json.loads(u).items() if k in m.keys.values()}
         because = f" ({'; '.join(sorted(why))})" if why else ""
         raise BenchError(f"no record holds metric '{m.name}'{because}; available: {', '.join(available_metrics(df))}")
@@ -236,6 +237,7 @@ def build(results: Path, sweeps: list[str] | None = None, keys: set[str] | None 
         expected = {k: v for o in origins for k, v in (selection.expected.get(o, {}) if selection else {}).items()}
         rep.notes[sweep] = missing_notes(records, df, sweep, expected, origins) + [others[o] for o in origins
                                                                                     if o in others]
+        rep.notes[sweep] += nan_notes(df, sweep, m)
     unshown = [e for e in entries if e not in shown]
     if unshown:
         rep.general.append("Published numbers not shown (another metric, or no such dataset here): " + "; ".join(
@@ -314,11 +316,13 @@ def produce(req: ReportRequest, echo: Callable[..., None]) -> None:
     Everything is checked before anything is written."""
     import tempfile
 
+    from bench.outputs import check_outputs
     from bench.records import write_atomic
     from bench.report_figures import draw_all
     from bench.report_plot import FigureSource
 
     _check(req)
+    check_outputs(req.output, req.figures)  # a bad -o or --figures is refused before anything is read or drawn
     sel = select(req.items, req.results, methods=req.methods, datasets=req.datasets, multirun=req.multirun)
     records, unusable = scan_records(req.results, sel.names or None)
     if unusable:

@@ -127,6 +127,7 @@ def _row(rec: dict[str, Any], idents: dict[str, dict[str, dict[str, str]]]) -> d
     row.update({f"diag_{k}": v for k, v in (rec.get("diagnostics") or {}).items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
     row["undefined"] = json.dumps(rec.get("metrics", {}).get("undefined", {}))
+    row["nan_metrics"] = " ".join(k for k, v in rec.get("metrics", {}).items() if isinstance(v, float) and v != v)
     return row
 
 

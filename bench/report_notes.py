@@ -91,3 +91,14 @@ def threads_note(df: pd.DataFrame, sweep: str, names: Names | None = None) -> st
         return None
     return ("Seeds run with different torch thread counts (results can differ in about the 4th decimal from "
             "the thread count alone): " + "; ".join(mixed) + ".")
+
+
+def nan_notes(df: pd.DataFrame, sweep: str, metric: Any) -> list[str]:
+    """Lines naming the runs whose record holds NaN for the report's metric (shown as '–', not averaged)."""
+    d = df[df["sweep"] == sweep]
+    if "nan_metrics" not in d:
+        return []
+    keys = {metric.keys[k] for k in ("i2t", "t2i")}
+    hit = d[d["nan_metrics"].str.split().apply(lambda ks: bool(keys & set(ks)))]
+    return [f"NaN {metric.title} in the record of {r.dataset} | {r.method} | seed {r.seed} (left out of its mean)"
+            for r in hit.itertuples()]

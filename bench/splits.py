@@ -28,7 +28,7 @@ class SplitSpec:
     val: float = spec(0.1, help="fraction of the training rows held out for model selection", low=0.0, high=0.9)
     test: float = spec(0.2, help="fraction of rows used as test queries (ignored if the dataset ships a test split)",
                        low=0.0, high=0.9)
-    seed: int = spec(0, help="seed of the split (independent of the training seed)")
+    seed: int = spec(0, help="seed of the split (independent of the training seed)", low=0)
     retrieval: Literal["test", "train+test", "db"] = spec(
         "test", help="retrieval set: the test queries (field default), train+test, or the dataset's db split")
 
@@ -40,7 +40,7 @@ class MissingSpec:
     paired: float = spec(1.0, help="fraction of training rows with both modalities", low=0.0, high=1.0)
     image_only: float = spec(0.0, help="fraction of training rows with the image only", low=0.0, high=1.0)
     text_only: float = spec(0.0, help="fraction of training rows with the text only", low=0.0, high=1.0)
-    seed: int = spec(0, help="seed of the mask")
+    seed: int = spec(0, help="seed of the mask", low=0)
 
     def __post_init__(self) -> None:
         total = self.paired + self.image_only + self.text_only

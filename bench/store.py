@@ -7,18 +7,23 @@ The embedded default is `sqlite:///<results>/mlflow.db` with artifacts under
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.addresses import SERVER_DATABASES, check_database
 from bench.errors import BenchError
+from bench.outputs import check_output_file
 from bench.ownership import OWNER_TAG, owner_is_dead
+from bench.params import short
 from bench.records import read_record, record_path
-from bench.tracking import MlflowTracker, metric_key, quiet_mlflow_loggers, scalar_metrics, section
+from bench.scratch import start_writing
+from bench.tracking import MlflowTracker, NullTracker, metric_key, quiet_mlflow_loggers, scalar_metrics, section
 
 RECORD_TAG = "bench.record"  # set when a run was closed from its record by a later invocation
-KNOWN_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+KNOWN_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mariadb", "mssql", "databricks")
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -27,31 +32,72 @@ def default_uri(results: Path) -> str:
     return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
 
 
-def check_uri(uri: str) -> None:
-    """Refuse, before anything is written, a tracking URI that cannot work (one-line BenchError)."""
+def check_uri(uri: str, created: bool = False) -> None:
+    """Refuse, before anything is written, a tracking URI that cannot work (one-line BenchError).
+
+    sqlite: an on-disk database (not in memory) whose folder exists; an existing file must be a
+    regular file holding a whole MLflow store. `created` (the embedded default store) lets the
+    folder be absent: it is the results folder, created later. file: / plain paths: MLflow 3's file
+    store is in maintenance mode and refuses to open (unless MLFLOW_ALLOW_FILE_STORE=true).
+    http(s): the server answers within seconds. postgresql, mysql, mssql: the driver is installed,
+    the server answers and a login succeeds within seconds (`bench.addresses`).
+    """
     from urllib.parse import urlparse
 
     fix = "pass a URI such as sqlite:///path/mlflow.db or http://host:5000, or --no-mlflow"
-    if not isinstance(uri, str) or not uri or "\x00" in uri or len(uri) > 2000:
-        raise BenchError(f"tracking URI {uri[:80]!r} is not usable; {fix}")
+    if not isinstance(uri, str) or not uri.strip() or "\x00" in uri or len(uri) > 2000:
+        raise BenchError(f"tracking URI {short(repr(uri), 80)} is not usable; {fix}")
     scheme = urlparse(uri).scheme.split("+")[0].lower()
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+            raise BenchError(f"tracking URI {short(uri, 200)!r}: MLflow 3's file store is in maintenance mode and "
+                             "refuses new stores; use sqlite:///PATH/mlflow.db (`mlflow migrate-filestore` converts "
+                             "an old one), or set MLFLOW_ALLOW_FILE_STORE=true")
+        if scheme == "":
+            return
     if scheme not in KNOWN_SCHEMES:
-        raise BenchError(f"tracking URI {uri[:200]!r} has no known scheme ({', '.join(KNOWN_SCHEMES)}); {fix}")
-    if scheme in ("sqlite", "file"):
-        path = Path(uri[len("sqlite:///"):]) if scheme == "sqlite" else Path(urlparse(uri).path)
-        if scheme == "sqlite" and not uri.startswith("sqlite:///"):
-            raise BenchError(f"tracking URI {uri[:200]!r}: a sqlite URI is sqlite:///relative/path.db or "
-                             f"sqlite:////absolute/path.db; {fix}")
-        folder = path.parent if scheme == "sqlite" else path
-        if scheme == "sqlite" and path.is_dir():
-            raise BenchError(f"tracking URI {uri[:200]!r} names a folder, not a database file; {fix}")
-        if not folder.exists() and scheme == "sqlite":
-            raise BenchError(f"tracking URI {uri[:200]!r}: folder {folder} does not exist; create it or {fix}")
-    if scheme in ("http", "https"):
+        raise BenchError(f"tracking URI {short(uri, 200)!r} has no known scheme ({', '.join(KNOWN_SCHEMES)}); {fix}")
+    if scheme == "sqlite":
+        _check_sqlite(uri, fix, created)
+    elif scheme in ("http", "https"):
         probe_server(uri)
         # a server that dies mid-sweep: MLflow's default retries would stall each call for minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    elif scheme in SERVER_DATABASES:
+        try:
+            check_database(uri, f"tracking URI {short(uri, 120)!r}", "start the database server, fix the URL, or "
+                           "pass --no-mlflow")
+        except BenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a malformed URL: SQLAlchemy's words, on one line
+            raise BenchError(f"tracking URI {short(uri, 200)!r} is not a database URL ({short(exc, 120)}); "
+                             f"{fix}") from None
+
+
+def _check_sqlite(uri: str, fix: str, created: bool) -> None:
+    """An on-disk sqlite store: its folder exists (unless `created`); an existing file is a whole store."""
+    what = f"tracking URI {short(uri, 200)!r}"
+    if not uri.startswith("sqlite:///") or uri[len("sqlite:///"):] in ("", ":memory:"):
+        raise BenchError(f"{what}: a sqlite URI is sqlite:///relative/path.db or sqlite:////absolute/path.db (not in "
+                         f"memory: the runs would vanish); {fix}")
+    path = Path(uri[len("sqlite:///"):].split("?")[0])
+    if path.is_dir():
+        raise BenchError(f"{what} names a folder, not a database file; {fix}")
+    if os.path.lexists(path):
+        try:
+            check_output_file(path, what)
+        except BenchError as exc:
+            raise BenchError(f"{exc}; {fix}") from None
+        problem = store_problem(path)
+        if problem:
+            raise BenchError(f"MLflow store {path} is broken: {problem}; move it aside (mv it to {path.name}.broken) "
+                             "and rerun, or pass --no-mlflow (run records are unaffected)")
+        return
+    if not created:
+        if not path.parent.is_dir():
+            raise BenchError(f"{what}: folder {path.parent} does not exist; create it or {fix}")
+        check_output_file(path, what)
 
 
 def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -104,6 +150,7 @@ def prepare_store(uri: str, results: Path, echo: Any = print) -> None:
     """
     from filelock import FileLock, Timeout
 
+    start_writing()
     db = _sqlite_path(uri)
     if db is None:
         return
@@ -123,6 +170,11 @@ def prepare_store(uri: str, results: Path, echo: Any = print) -> None:
             try:
                 _create_store(f"sqlite:///{tmp}", results)
                 os.replace(tmp, db)
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy's, alembic's or MLflow's: one line, never a traceback
+                if disk_full(exc):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(db)) from None
+                raise BenchError(f"could not create the MLflow store {db} ({type(exc).__name__}: {short(exc, 160)}); "
+                                 "check the folder, or pass --no-mlflow (run records are unaffected)") from None
             finally:
                 _remove_quietly(tmp)
                 _remove_quietly(Path(f"{tmp}-journal"))
@@ -130,6 +182,19 @@ def prepare_store(uri: str, results: Path, echo: Any = print) -> None:
     except Timeout:
         raise BenchError(f"the MLflow store {db} stayed locked for 120 s by another invocation (lock "
                          f"{lock.lock_file}); wait for it, or pass --no-mlflow") from None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) says the disk or quota is full (an OSError
+    with ENOSPC/EDQUOT, or SQLite's 'database or disk is full' through SQLAlchemy or MLflow)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(exc).lower() or "no space left" in str(exc).lower():
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _create_store(uri: str, results: Path) -> None:
@@ -188,11 +253,19 @@ def reconcile(tracker: MlflowTracker, results: Path, sweep: str) -> dict[str, in
 
 
 def open_tracker(uri: str, root: Path, sweep: str, description: str = "",
-                 echo: Callable[[str], None] = print) -> MlflowTracker:
+                 echo: Callable[[str], None] = print) -> MlflowTracker | NullTracker:
     """The MLflow tracker of a sweep: store created or checked, experiment described, then
-    reconciled with the records. Describing and reconciling are tracking: a failure is a warning."""
+    reconciled with the records. Opening, describing and reconciling are tracking: a failure is a
+    warning (tracking is then off), except a full disk, which stops the invocation (exit 1)."""
     prepare_store(uri, root, echo=echo)
-    tracker = MlflowTracker(uri, sweep, Path(root).resolve() / "mlartifacts")
+    try:
+        tracker = MlflowTracker(uri, sweep, Path(root).resolve() / "mlartifacts")
+    except Exception as exc:  # noqa: BLE001 - tracking never decides a run's fate: go on without it
+        if disk_full(exc):  # records could not be written either
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), uri) from None
+        echo(f"warning: MLflow tracking is off for this invocation: the store {short(uri, 120)} cannot be opened "
+             f"({type(exc).__name__}: {short(exc, 160)}); the runs and their records go on")
+        return NullTracker()
     try:
         tracker.describe_experiment(description)
     except Exception as exc:  # noqa: BLE001 - a description never stops the sweep

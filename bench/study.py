@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.addresses import check_database
 from bench.errors import BenchError
+from bench.outputs import check_output_file
 from bench.ownership import OWNER_TAG, owner_is_dead, owner_tag
+from bench.params import short
 from bench.run import execute
+from bench.scratch import start_writing
 from bench.spec import RunSpec
 from bench.sweep import Sweep
 from bench.sweep_entries import resolve_params
@@ -37,53 +43,103 @@ def journal_path(results: Path, sweep: str) -> Path:
     return Path(results) / sweep / "tune" / "optuna.journal"
 
 
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
 
 
 def check_storage(storage: str | None, results: Path, sweep: str) -> None:
-    """Refuse an unusable storage URL or a corrupt journal before anything is written (BenchError)."""
+    """Refuse an unusable storage URL or a corrupt journal before anything is written (BenchError).
+
+    The default journal, when it exists, must be a regular file of Optuna journal lines. A sqlite
+    URL must name a file on disk (not memory: the studies would vanish, and workers could not share
+    it) in an existing folder, and an existing file must be a SQLite database. A server URL
+    (postgresql://, mysql://, ...) needs its driver, a server that answers and a login, all within
+    seconds (`bench.addresses.check_database`).
+    """
     if storage is None:
         path = journal_path(results, sweep)
-        if path.exists():
+        if os.path.lexists(path):
             _read_journal(path)
         return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     fix = "pass e.g. sqlite:////abs/path/optuna.db or postgresql://user@host/db, or leave --storage out"
+    what = f"--storage {short(storage, 200)!r}"
     try:
         url = make_url(storage)
     except (ArgumentError, ValueError):
-        raise BenchError(f"--storage {storage[:200]!r} is not a database URL; {fix}") from None
-    if url.get_backend_name() not in STORAGE_SCHEMES:
-        raise BenchError(f"--storage {storage[:200]!r}: unknown database '{url.get_backend_name()}'; {fix}")
-    if url.get_backend_name() == "sqlite" and url.database:
-        folder = Path(url.database).parent
-        if not folder.is_dir():
-            raise BenchError(f"--storage {storage[:200]!r}: folder {folder} does not exist; create it or {fix}")
+        raise BenchError(f"{what} is not a database URL; {fix}") from None
+    backend = url.get_backend_name()
+    if backend not in STORAGE_SCHEMES:
+        raise BenchError(f"{what}: unknown database '{short(backend)}'; {fix}")
+    if backend == "sqlite":
+        _check_sqlite_storage(url.database, what, fix)
+    else:
+        check_database(storage, what, f"start the database server or fix the URL; {fix}")
+
+
+def _check_sqlite_storage(database: str | None, what: str, fix: str) -> None:
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        raise BenchError(f"{what} keeps the studies in memory: they would be lost at exit and workers could not "
+                         f"share them; {fix}")
+    path = Path(database)
+    if not path.parent.is_dir():  # sqlite creates the file, never its folder
+        raise BenchError(f"{what}: folder {path.parent} does not exist; create it or {fix}")
+    try:
+        check_output_file(path, what)
+    except BenchError as exc:
+        raise BenchError(f"{exc}; {fix}") from None
+    if path.is_file() and path.stat().st_size:
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                con.execute("select name from sqlite_master limit 1").fetchall()
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise BenchError(f"{what}: {path} is not a readable SQLite database ({short(exc, 80)}); {fix}") from None
 
 
 def _read_journal(path: Path) -> None:
-    """Every line of an Optuna journal must be a JSON object with an op_code (a torn last line is fine)."""
+    """Every line of an Optuna journal must be a JSON object with an op_code (a torn last line is fine).
+    Only a regular file is read (opened without blocking, checked on the descriptor), line by line."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise BenchError(f"{path}: cannot read the Optuna journal ({exc.strerror})") from None
-    for i, line in enumerate(lines[:-1], 1):  # the part after the last newline may be a torn write
-        try:
-            op = json.loads(line)
-        except ValueError:
-            op = None
-        if not isinstance(op, dict) or "op_code" not in op:
-            raise BenchError(f"{path}: line {i} is not an Optuna journal entry (corrupt journal); move it aside "
-                             f"(mv {path} {path}.bad) to start the studies afresh")
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BenchError(f"{path}: the Optuna journal is not a regular file (a pipe, device or folder?); move it "
+                             "aside")
+        previous = None
+        for i, line in enumerate(fh, 1):
+            if previous is not None:
+                _journal_line(previous, i - 1, path)
+            previous = line
+        if previous is not None and previous.endswith(b"\n"):
+            _journal_line(previous, i, path)
+
+
+def _journal_line(line: bytes, number: int, path: Path) -> None:
+    try:
+        op = json.loads(line)
+    except (ValueError, RecursionError):
+        op = None
+    if not isinstance(op, dict) or "op_code" not in op:
+        raise BenchError(f"{path}: line {number} is not an Optuna journal entry (corrupt journal); move it aside "
+                         f"(mv {path} {path}.bad) to start the studies afresh")
 
 
 def storage_for(results: Path, sweep: str, storage: str | None) -> Any:
     """An Optuna storage: the given URL, else a journal file under the sweep's tune folder."""
-    if storage:
-        import optuna
+    start_writing()
+    import optuna
 
+    optuna.logging.disable_default_handler()  # Optuna's warnings go through bench.quiet: one line each
+    optuna.logging.enable_propagation()
+    if storage:
         try:
             return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
         except Exception as exc:  # noqa: BLE001 - any failure to open it is the user's URL or server

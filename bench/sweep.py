@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.assignments import apply_assignments, parse_assignment
 from bench.errors import BenchError, ConfigError
-from bench.params import build, near
+from bench.params import build, check_number, near
 from bench.readers import read_yaml
 from bench.registry import builtin_folder, get_method, load_plugins
 from bench.spec import RunSpec, code_version
@@ -126,7 +126,7 @@ def load_sweep(path: str | Path, device: str | None = None, cache_root: Path | s
                 skipped[item.label] = reason
     _check_unique(specs, path, at)
     specs, skipped = _select(specs, skipped, only_methods, only_datasets, path)
-    return Sweep(name=top.name, path=path, device=top.device, specs=specs, description=str(raw.get("description", "")),
+    return Sweep(name=top.name, path=path, device=top.device, specs=specs, description=raw.get("description", ""),
                  skipped=skipped, plugins=top.plugins, assignments=tuple(assignments), resolved=raw)
 
 
@@ -153,18 +153,14 @@ def _top_level(raw: dict[str, Any], path: Path, device: str | None) -> _Top:
         if required not in raw:
             raise ConfigError(f"{path}: missing required key '{required}'; see the sweep file reference")
     name = check_name(raw.get("name", path.stem), at("name"), "the sweep name")
-    dev = device or raw.get("device", "auto")
+    dev = device if device is not None else raw.get("device", "auto")
+    where_dev = "--device" if device is not None else at("device")
     if not isinstance(dev, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", dev):
-        raise ConfigError(f"{at('device')}: {short(dev)!r} is not one of auto, cpu, cuda, cuda:N, mps")
-    seeds = raw.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds)):
-        raise ConfigError(f"{at('seeds')}: expected a non-empty list of non-negative integers below 2^63, "
-                          f"got {short(seeds)}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{at('seeds')}: duplicate seeds {short(seeds)}")
+        raise ConfigError(f"{where_dev}: {short(repr(dev))} is not one of auto, cpu, cuda, cuda:N, mps")
+    seeds = _seeds(raw.get("seeds", [0]), at("seeds"))
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{at('description')}: expected text, got {short(repr(description))}")
     flags = {}
     for key in ("split_per_seed", "test_selected"):
         flags[key] = raw.get(key, False)
@@ -178,6 +174,21 @@ def _top_level(raw: dict[str, Any], path: Path, device: str | None) -> _Top:
     return _Top(name, dev, seeds, split, flags["split_per_seed"], flags["test_selected"], plugins)
 
 
+def _seeds(value: Any, where: str) -> list[int]:
+    """The training seeds: a non-empty list of distinct non-negative 64-bit integers (one alone is a list)."""
+    values = value if isinstance(value, list) else [value]
+    try:
+        if not values:
+            raise ConfigError("empty")
+        seeds = [int(check_number(s, where, integer=True, low=0)) for s in values]
+    except ConfigError:
+        raise ConfigError(f"{where}: expected a non-empty list of non-negative integers below 2^63, got "
+                          f"{short(value)}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: duplicate seeds {short(seeds)}")
+    return seeds
+
+
 def _plugin_roots(value: Any, path: Path, at: Where) -> list[Path]:
     """The `plugins:` folders (relative to the sweep file), imported now so the sweep can use their names."""
     if value is None:
@@ -187,7 +198,7 @@ def _plugin_roots(value: Any, path: Path, at: Where) -> list[Path]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{at('plugins')}: expected a list of plugin folders (each holding methods/ and/or "
                           f"datasets/), got {short(value)!r}")
-    roots = [(path.parent / v).resolve() for v in value]
+    roots = [(path.parent / Path(v).expanduser()).resolve() for v in value]
     for i, root in enumerate(roots):
         load_plugins([root], asked_by=at("plugins", i))
     return roots

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ConfigError
-from bench.params import as_dict, build, near
-from bench.readers import read_text_file
+from bench.params import as_dict, build, near, short
+from bench.readers import read_json
 from bench.registry import MethodEntry, get_dataset, get_method
 from bench.splits import MissingSpec, SplitSpec
 
@@ -39,7 +39,7 @@ def mapping(value: Any, where: str, what: str = "a mapping (key: value)") -> dic
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} {short(repr(value))}")
     return value
 
 
@@ -47,24 +47,34 @@ def check_keys(d: dict, allowed: set[str], where: str) -> None:
     """Every key of `d` is one of `allowed` (a near match is suggested)."""
     for key in d:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key '{key}'{near(str(key), allowed)}; "
+            raise ConfigError(f"{where}: unknown key '{short(key)}'{near(str(key), allowed)}; "
                               f"allowed: {', '.join(sorted(allowed))}")
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """str(value) cut to `limit` characters."""
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+def _invisible(ch: str) -> bool:
+    """Control and format characters (newline, tab, NUL, DEL, bidi overrides, zero-width marks, line
+    separators): they break file names, log lines, MLflow names and tables, or hide what a name says."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def check_label(value: Any, where: str, what: str, max_len: int = MAX_NAME) -> str:
+    """A display name (a method label): a non-empty string of at most `max_len` characters without
+    control or format characters or surrounding spaces."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {what} must be a non-empty string, got {short(repr(value))}")
+    if len(value) > max_len:
+        raise ConfigError(f"{where}: {what} is {len(value)} characters long; use at most {max_len}")
+    if any(_invisible(c) for c in value) or value.strip() != value:
+        raise ConfigError(f"{where}: {what} {short(ascii(value))} holds control characters (newline, tab, ...) or "
+                          "surrounding spaces; use printable characters")
+    return value
 
 
 def check_name(value: Any, where: str, what: str) -> str:
-    """A sweep name or dataset label: it becomes part of file names, so no separators, dots first or NUL."""
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: {what} must be a non-empty string")
-    if len(value) > MAX_NAME:
-        raise ConfigError(f"{where}: {what} is {len(value)} characters long; use at most {MAX_NAME}")
-    bad = [c for c in value if c in '/\\' or ord(c) < 32 or ord(c) == 127]
-    if bad or value.startswith(".") or value.strip() != value:
+    """A sweep name or dataset label: it becomes part of file names, so no separators, dots first, or
+    control characters (see `check_label`)."""
+    check_label(value, where, what)
+    if any(c in "/\\" for c in value) or value.startswith("."):
         raise ConfigError(f"{where}: {what} {short(value)!r} cannot be part of a file name (no '/', '\\', "
                           "control characters, leading '.' or surrounding spaces); rename it")
     return value
@@ -110,12 +120,12 @@ def parse_dataset(d: Any, where: str, default_split: dict[str, Any]) -> DatasetI
         mspec = build(MissingSpec, mapping(d["missing"], f"{where}.missing"), f"{where}.missing")
         missing = None if mspec.complete else as_dict(mspec)
     policy = d.get("missing_policy", "drop")
-    if policy not in ("drop", "zero"):
-        raise ConfigError(f"{where}.missing_policy: {policy!r} is not one of drop, zero")
+    if not isinstance(policy, str) or policy not in ("drop", "zero"):
+        raise ConfigError(f"{where}.missing_policy: {short(repr(policy))} is not one of drop, zero")
     optional = d.get("optional", False)
     if not isinstance(optional, bool):
         raise ConfigError(f"{where}.optional: expected true/false")
-    label = check_name(d.get("label") or d["name"], f"{where}.label", "the dataset label")
+    label = check_name(d["label"] if "label" in d else d["name"], f"{where}.label", "the dataset label")
     return DatasetItem(d["name"], dcls, label, dparams, split, missing, policy, optional)
 
 
@@ -154,30 +164,33 @@ def parse_method(m: Any, where: str) -> MethodItem:
     axes = []
     for key, values in grid_raw.items():
         if not isinstance(values, list):
-            raise ConfigError(f"{where}.grid.{key}: expected a list of values to try, got {values!r}")
+            raise ConfigError(f"{where}.grid.{short(key)}: expected a list of values to try, got {short(repr(values))}")
         if not values:
             raise ConfigError(f"{where}.grid.{key}: empty grid; list at least one value")
         if key in params:
             raise ConfigError(f"{where}.grid.{key}: also set in params; keep one")
         axes.append([(key, v) for v in values])
     grid = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
-    label = m.get("label") or (f"{m['name']} (tuned)" if m.get("params_from") else m["name"])
-    return MethodItem(entry, str(label), tuned, params, grid)
+    if "label" in m:
+        value = m["label"]  # a number is a fine label (`label: 0.1` for a learning rate): YAML made it a number
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        label = check_label(str(value) if number else value, f"{where}.label", "the method label")
+    else:
+        label = f"{m['name']} (tuned)" if m.get("params_from") else m["name"]
+    return MethodItem(entry, label, tuned, params, grid)
 
 
 def _params_from(value: Any, entry: MethodEntry, where: str) -> dict[str, Any]:
     """Parameters saved by `bench tune` (a JSON file with a 'params' mapping)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected the path of a JSON file written by `bench tune`")
-    path = Path(value)
+    path = Path(value).expanduser()
     if not path.exists():
         raise ConfigError(f"{where}: {path} does not exist; run `bench tune` first or fix the path")
     try:
-        doc = json.loads(read_text_file(path, "parameters file"))
+        doc = read_json(path, "parameters file")
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{where}: {path} is not valid JSON ({short(exc, 200)})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
         raise ConfigError(f"{where}: {path} has no 'params' mapping; was it written by `bench tune`?")
     if doc.get("method") not in (None, entry.name, entry.family):
@@ -198,7 +211,7 @@ def resolve_params(entry: MethodEntry, dataset: str, given: dict[str, Any], wher
     """
     for key, value in entry.fixed.items():
         if key in given and given[key] != value:
-            raise ConfigError(f"{where}.params.{key}: '{entry.name}' fixes {key}={value!r}; "
+            raise ConfigError(f"{where}.params.{key}: '{entry.name}' fixes {key}={short(repr(value))}; "
                               f"remove it or use the family '{entry.family}'")
     merged = {**entry.cls.presets.get(dataset, {}), **given, **entry.fixed}
     params = build(entry.cls.Params, merged, f"{where}.params")

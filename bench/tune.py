@@ -22,7 +22,7 @@ from bench.cluster import ClusterOptions
 from bench.errors import BenchError
 from bench.invocation import executor_for, set_threads, tracking_uri
 from bench.method import resolve_device
-from bench.preflight import check_devices, check_results_folder, keep_scratch_inside
+from bench.preflight import check_results_folder, keep_scratch_inside, preflight
 from bench.records import write_atomic
 from bench.registry import get_method, user_plugin_roots
 from bench.spec import RunSpec
@@ -80,7 +80,7 @@ def tune_sweep(req: TuneRequest, echo: Echo, warn: Echo, show_progress: bool = F
                        multirun=req.multirun, only_methods=req.methods, only_datasets=req.datasets,
                        max_runs=req.max_runs)
     resolve_device(sweep.device)
-    check_devices(sweep, sweep.specs)
+    preflight(sweep, [t for t in studies(sweep)], root / "cache")  # devices, data, splits, memory estimate
     check_storage(req.storage, root, sweep.name)
     uri = tracking_uri(root, req.tracking_uri, req.mlflow)
     if req.scale is None:

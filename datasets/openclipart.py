@@ -46,7 +46,7 @@ class OpenClipartParams:
                           low=1)
     label_embeddings: str = spec("auto", help="auto (minilm if installed, else random), minilm, random, onehot",
                                  choices=labelemb.MODES)
-    embedding_seed: int = spec(0, help="seed of the random label embeddings")
+    embedding_seed: int = spec(0, help="seed of the random label embeddings", low=0)
 
 
 @register_dataset

@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.data import CrossModalData, make_data
 from bench.dataset import Dataset
+from bench.errors import ConfigError
 from bench.params import spec
 from bench.registry import register_dataset
 
@@ -37,7 +38,17 @@ class SyntheticParams:
     nuisance: float = spec(1.0, help="strength of modality-specific nuisance", low=0.0)
     noise: float = spec(0.3, help="observation noise", low=0.0)
     embedding_dim: int = spec(64, help="dimension of the label embeddings", low=1)
-    seed: int = spec(0, help="generator seed (the data itself; split and training seeds are separate)")
+    seed: int = spec(0, help="generator seed (the data itself; split and training seeds are separate)", low=0)
+
+    def __post_init__(self) -> None:
+        if self.groups > self.num_labels:  # a group without labels cannot be drawn
+            raise ConfigError(f"groups ({self.groups}) must be at most num_labels ({self.num_labels}); "
+                              "lower groups or raise num_labels")
+
+    def estimate_bytes(self) -> int:
+        """Peak memory of `generate`: float64 working arrays of the features and latents, the labels."""
+        per_row = 8 * (3 * (self.image_dim + self.text_dim) + 2 * self.latent_dim + 8) + 2 * self.num_labels
+        return self.n * per_row + 8 * self.num_labels * (self.latent_dim + self.embedding_dim)
 
 
 def generate(p: SyntheticParams) -> dict[str, np.ndarray]:
@@ -78,6 +89,10 @@ class Synthetic(Dataset):
     name = "synthetic"
     description = "seeded multi-label image/text generator (correlated labels, graded overlaps, nuisance)"
     Params = SyntheticParams
+
+    def estimate_bytes(self) -> int:
+        """Memory needed to generate the data (checked before anything is written, see bench.memory)."""
+        return self.params.estimate_bytes()
 
     def load(self) -> CrossModalData:
         arrays = generate(self.params)

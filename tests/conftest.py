@@ -136,3 +136,26 @@ def mlflow_results(tmp_path_factory):
     """One results folder (and embedded MLflow store) shared by the MLflow tests: the store's
     creation costs seconds, so it is paid once; each test uses its own sweep (= experiment)."""
     return tmp_path_factory.mktemp("mlflow") / "results"
+
+
+class Hang(BaseException):
+    """Raised by the `deadline` fixture; a BaseException, so no `except Exception` (nor `except
+    OSError`, which TimeoutError would match) in the code under test can swallow it."""
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that runs past 120 s (a hang) instead of blocking the suite: SIGALRM raises `Hang`
+    in the test's main thread, so a blocked read or a wait loop ends."""
+    import signal
+
+    def expire(_signum, _frame):
+        raise Hang("the test ran past its 120 s deadline (a hang?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(120)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

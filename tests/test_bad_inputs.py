@@ -38,6 +38,13 @@ def assert_clean_refusal(result, results: Path, before: list | None = None) -> N
     assert snapshot(results) == (before or []), "something was written under the results folder"
 
 
+def expected(path: Path) -> str | None:
+    """The text a corpus file's refusal must contain, from its first line `# expect: TEXT` (if any)."""
+    first = path.read_text(errors="replace").split("\n", 1)[0]
+    return first.removeprefix("# expect:").strip() if first.startswith("# expect:") else None
+
+
+@pytest.mark.usefixtures("deadline")
 @pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")))
 def test_a_bad_sweep_file_is_refused_cleanly(tmp_path, name):
     results = tmp_path / "results"
@@ -45,6 +52,8 @@ def test_a_bad_sweep_file_is_refused_cleanly(tmp_path, name):
     result = CliRunner().invoke(main, ["run", str(CORPUS / name), "--results", str(results)])
     assert_clean_refusal(result, results)
     assert time.monotonic() - t0 < 20
+    needle = expected(CORPUS / name)
+    assert needle is None or needle in result.stderr, result.stderr
 
 
 def test_a_huge_grid_is_refused_quickly_even_on_a_dry_run_and_the_cap_can_be_raised(tmp_path):

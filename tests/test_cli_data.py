@@ -63,7 +63,7 @@ def test_prepare_from_an_unpacked_tree_then_check(tmp_path):
 
 def test_prepare_of_a_dataset_without_preparation_says_so(tmp_path):
     res = CliRunner().invoke(data, ["prepare", "mfeat", "--cache-dir", str(tmp_path)])
-    assert res.exit_code == 1 and "needs no preparation" in res.output
+    assert res.exit_code == 2 and "needs no preparation" in res.output
 
 
 def test_check_lists_every_broken_file_not_just_the_first(tmp_path):
@@ -84,11 +84,11 @@ def test_prepare_rejects_a_bad_device_and_options_a_dataset_lacks(tmp_path):
     tree = make_tree(tmp_path / "tree")
     res = CliRunner().invoke(data, ["prepare", "openclipart", "--from", str(tree), "--device", "tpu9",
                                     "--cache-dir", str(tmp_path / "cache")])
-    assert res.exit_code == 1 and "problem: device 'tpu9': not a torch device" in res.output
+    assert res.exit_code == 2 and "problem: device 'tpu9': not a torch device" in res.output
     assert not list((tmp_path / "cache").rglob("*.np[zy]"))  # nothing written
     res = CliRunner().invoke(data, ["prepare", "openclipart", "--from", str(tree), "--param", "image_features=vgg",
                                     "--cache-dir", str(tmp_path / "cache")])
-    assert res.exit_code == 1 and "image_features" in res.output and "handcrafted" in res.output
+    assert res.exit_code == 2 and "image_features" in res.output and "handcrafted" in res.output
 
 
 def test_prepare_writes_where_bench_run_looks_under_bench_results(tmp_path, monkeypatch):

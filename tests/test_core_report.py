@@ -180,3 +180,12 @@ def test_the_report_says_when_the_seeds_of_a_row_ran_with_different_thread_count
     text = report(tmp_path)
     note = next(line for line in text.splitlines() if "different torch thread counts" in line)
     assert "cca on synthetic (1, 2 threads)" in note and "label_regression" not in note
+
+
+def test_records_whose_metrics_are_nan_are_reported_as_such_not_as_missing(tmp_path):
+    for seed in range(2):
+        _write(tmp_path, _record("cca", seed, float("nan"), float("nan")))
+    text = report(tmp_path)
+    assert "no finished runs" not in text and "no record holds" not in text
+    assert "NaN mAP in the record of synthetic | cca | seed 0" in text
+    assert "| cca " in text and "–" in text

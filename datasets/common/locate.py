@@ -21,18 +21,21 @@ def config_path() -> Path:
 
 def _from_config(name: str) -> str | None:
     path = config_path()
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    import yaml
+    from bench.errors import ConfigError
+    from bench.readers import read_yaml
 
-    try:
-        table = yaml.safe_load(path.read_text()) or {}
-    except Exception as exc:
-        raise DataError(f"{path}: not valid YAML ({exc}); expected 'name: /folder' lines") from exc
+    try:  # the strict reader of every YAML input: regular file, size cap, no duplicate keys or alias bombs
+        table = read_yaml(path, "dataset folders file") or {}
+    except ConfigError as exc:
+        raise DataError(f"{exc}; expected 'name: /folder' lines") from None
     if not isinstance(table, dict):
         raise DataError(f"{path}: expected a mapping of dataset name to folder, got {type(table).__name__}")
     value = table.get(name)
-    return None if value is None else str(value)
+    if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
+        raise DataError(f"{path}: {name}: expected a folder path, got {type(value).__name__} {str(value)[:60]!r}")
+    return value
 
 
 def find_root(name: str, root: str | None) -> tuple[Path | None, str]:

@@ -9,6 +9,13 @@ import numpy as np
 from bench.errors import DataError
 
 
+def _regular(path: Path) -> None:
+    """A data file must be a regular file: a FIFO or device would block or never end."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" if not path.exists() else
+                        f"{path}: not a regular file (a pipe or device?); point the dataset at its .mat files")
+
+
 def is_hdf5(path: Path) -> bool:
     """True when `path` is an HDF5 file (MATLAB v7.3 .mat files are)."""
     import h5py
@@ -22,8 +29,7 @@ def is_hdf5(path: Path) -> bool:
 def mat_keys(path: Path) -> list[str]:
     """The variable names stored in a .mat / HDF5 file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    _regular(path)
     if is_hdf5(path):
         import h5py
 
@@ -48,8 +54,7 @@ def read_mat(path: Path, keys: list[str] | tuple[str, ...], *, optional: tuple[s
     back here so every array has the shape MATLAB shows (rows = items).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    _regular(path)
     want = list(keys) + [k for k in optional if k not in keys]
     out: dict[str, np.ndarray] = {}
     if is_hdf5(path):

@@ -38,7 +38,7 @@ class StandardParams:
     label_embeddings: str = spec("auto", help="label embeddings: auto (glove file, else minilm if installed, "
                                               "else random), glove, minilm, random, onehot",
                                  choices=labelemb.MODES)
-    embedding_seed: int = spec(0, help="seed of the random label embeddings")
+    embedding_seed: int = spec(0, help="seed of the random label embeddings", low=0)
 
 
 def _label_ids_to_multihot(path: Path, key: str, ids: np.ndarray, c: int | None,
