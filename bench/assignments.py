@@ -13,10 +13,12 @@ Grammar (one token each, values parsed as YAML flow values):
     datasets.SEL.split.val=0.2      an entry key (label, params, split, missing, ...)
 
 SEL selects entries by name, label or family (`pgnn_con` selects `pgnn_con` and every
-`pgnn_con/...` variant) and may be a wildcard (`'pgnn_con*'`). A family-wide parameter
+`pgnn_con/...` variant) and may be a wildcard (`'pgnn_con*'`, `'*'`). A family-wide parameter
 override leaves out the variants that fix that parameter; naming such a variant exactly is
-an error. With `multirun`, a comma-separated value (`methods.cca.dim=8,16`) becomes a grid
-over those values, and `seeds=0,1,2` a list of seeds.
+an error. A wildcard applies a parameter to every selected method that has it (as `"*"` does
+in a sweep file's `overrides:`), so `methods.*.epochs=5` leaves closed-form methods alone; it is
+an error only when no selected method has the parameter. With `multirun`, a comma-separated
+value (`methods.cca.dim=8,16`) becomes a grid over those values, and `seeds=0,1,2` a list of seeds.
 
 Assignments only rewrite the parsed YAML; the sweep is then validated exactly as a file would
 be, and overridden runs get their own run keys from their resolved specs.
@@ -145,12 +147,15 @@ def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -
         raise ConfigError(f"override '{short(ov.token, 80)}': an entry's name cannot be overridden; "
                           "edit the sweep file or filter with --method/--dataset")
     applied = 0
+    wildcard = any(c in sel for c in "*?[")
     for i in hits:
         item = {"name": items[i]} if isinstance(items[i], str) else copy.deepcopy(items[i])
         if as_param:
             known, fixed = _known_params(kind, str(item.get("name")))
             pname = rest[0]
             if known and pname not in known:
+                if wildcard:
+                    continue  # `methods.*.epochs=5`: every selected method that has the parameter, as `"*"` in a file
                 raise ConfigError(f"override '{short(ov.token, 80)}': {item.get('name')} has no parameter '{pname}'"
                                   f"{near(pname, known)}; `bench info {item.get('name')}` lists them")
             if pname in fixed:
@@ -180,6 +185,9 @@ def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -
         items[i] = item
         applied += 1
     if not applied:
+        if wildcard:
+            raise ConfigError(f"override '{short(ov.token, 80)}': no entry selected by '{sel}' has a parameter "
+                              f"'{rest[0]}' it may set")
         raise ConfigError(f"override '{short(ov.token, 80)}': every entry selected by '{sel}' fixes '{rest[0]}'")
 
 

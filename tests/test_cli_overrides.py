@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from conftest import TINY_SYNTHETIC, Projection, files_under, write_sweep
 
 from bench.cli import main
+from bench.errors import ConfigError
 from bench.params import spec
 from bench.registry import get_method, register_method
 from bench.sweep import load_sweep
@@ -269,3 +270,16 @@ def test_list_verbose_shows_the_parameters_of_each_match():
     assert out.splitlines()[0].startswith("cca: ")
     for f in dataclasses.fields(get_method("cca").cls.Params):
         assert any(line.split() and line.split()[0] == f.name for line in out.splitlines())
+
+
+def test_a_wildcard_parameter_override_applies_to_every_method_that_has_it(tmp_path):
+    path = write_sweep(tmp_path, f"""
+        name: star
+        datasets: [{{name: synthetic, params: {TINY_SYNTHETIC}}}]
+        methods: [coretest_counting, cca]
+    """)
+    specs = load_sweep(path, assignments=["methods.*.epochs=5"]).specs
+    params = {s.method: s.params for s in specs}
+    assert params["coretest_counting"]["epochs"] == 5 and "epochs" not in params["cca"]
+    with pytest.raises(ConfigError, match=r"no entry selected by '\*' has a parameter 'nonsense'"):
+        load_sweep(path, assignments=["methods.*.nonsense=5"])
