@@ -108,7 +108,15 @@ _TOP: dict[str, tuple[Callable[[Any], bool], str]] = {
     "finished": (_is(str), "a string"),
     "position": (_integer, "an integer"),
     "timings": (_mapping_of(_optional(_number)), "a mapping of numbers"),
-    "memory": (_mapping_of(_optional(_number)), "a mapping of numbers"),
+    "memory": (lambda v: isinstance(v, dict) and all(_optional(_number)(x) or (k == "peak_scope" and x in
+                                                                                 ("run", "process"))
+                                                      for k, x in v.items()),
+               "a mapping of numbers (and peak_scope run/process)"),
+    "invocation": (_is(dict), "a mapping"),
+    "embeddings": (lambda v: isinstance(v, dict) and isinstance(v.get("file"), str) and _integer(v.get("items")),
+                   "a mapping with the file and its item count"),
+    "diagnostics": (lambda v: isinstance(v, dict) and all(_diagnostic(k, x) for k, x in v.items()),
+                    "a mapping of numbers and per-label lists"),
     "cost": (_mapping_of(_optional(_number)), "a mapping of numbers"),
     "best_epoch": (_optional(_integer), "an integer or null"),
     "last_epoch": (_optional(_integer), "an integer or null"),
@@ -143,6 +151,16 @@ _SPLIT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "val": (_number, "a number"), "test": (_number, "a number"), "seed": (_integer, "an integer"),
     "retrieval": (_is(str), "a string"),
 }
+
+
+def _diagnostic(name: str, value: Any) -> bool:
+    """A diagnostics entry: a number, per-label numbers (None where no sampled item carries the
+    label), or the label names."""
+    if name == "label_names":
+        return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    if isinstance(value, list):
+        return all(x is None or _number(x) for x in value)
+    return _number(value)
 
 
 def _artifact_problem(art: Any) -> str | None:
