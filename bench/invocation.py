@@ -317,7 +317,7 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
     summary = SweepSummary(total=len(sweep.specs))
     note = busy_note() if req.scale is None and req.threads is None and todo else None
     if note:
-        warn(note)
+        echo(note)  # information, not a warning: stderr stays for warnings and errors
     lock = sweep_lock(out, root, sweep.name)
     try:
         with executor_for(req.scale if todo else None, sweep.device, root, echo) as executor:
