@@ -1,12 +1,19 @@
 """Shared helpers for the core tests: sweep files in tmp folders, test-only method plugins.
 
-The methods registered here exist only inside the test process (names start with `coretest_`);
-they let tests count fits, plant failures and check parameter precedence without training.
+The test-only methods defined here (names start with `coretest_`) let tests count fits, plant
+failures and check parameter precedence without training. They are registered for the test
+session by the autouse fixture `test_methods` and removed at its end; a test module's own
+test-only plugins use `registered(...)` (a fixture or a `with` block) the same way, so no test
+plugin outlives the scope that needs it. `builtin_plugin` is the one way tests import plugin code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import textwrap
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +22,6 @@ import pytest
 
 from bench.method import Method, Variant
 from bench.params import spec
-from bench.registry import register_method
 
 FIXTURE_ROOT = Path(__file__).resolve().parent / "plugins_fixture"
 
@@ -28,6 +34,16 @@ def write_sweep(folder: Path, body: str, name: str = "sweep") -> Path:
     path = Path(folder) / f"{name}.yaml"
     path.write_text(textwrap.dedent(body).lstrip())
     return path
+
+
+def builtin_plugin(name: str) -> types.ModuleType:
+    """A built-in plugin module (`methods.gnn_con`, `methods.common.losses`, ...), imported the way
+    bench imports it (under its private package, after the registry has loaded the built-ins):
+    the one way tests reach plugin code."""
+    from bench.registry import BUILTIN_PACKAGE, load_plugins
+
+    load_plugins()
+    return importlib.import_module(f"{BUILTIN_PACKAGE}.{name}")
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -56,7 +72,6 @@ class CountingParams:
     lr: float = spec(1e-2, help="a float parameter", low=0.0)
 
 
-@register_method
 class CountingMethod(Projection):
     """Records every fit (seed, params) in the class attribute `fits`."""
 
@@ -75,7 +90,6 @@ class FailingParams:
     dim: int = spec(4, help="embedding size", low=1)
 
 
-@register_method
 class FailingMethod(Projection):
     """Raises for the seeds listed in the class attribute `fail_seeds`; counts attempts per seed."""
 
@@ -101,7 +115,6 @@ class LayeredParams:
     fixed_by_variant: int = spec(0)
 
 
-@register_method
 class LayeredMethod(Projection):
     """Parameters named for the layer that should set them (precedence tests)."""
 
@@ -159,3 +172,33 @@ def deadline():
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def registered(*classes: type) -> Iterator[None]:
+    """Register test-only method or dataset plugins for the duration of the block, then remove them
+    (a name that is already registered, by the same class, is left as it was)."""
+    from bench import registry
+    from bench.dataset import Dataset
+
+    added = []
+    for cls in classes:
+        kind, table, register = (("dataset", registry._DATASET_CLASSES, registry.register_dataset)
+                                 if issubclass(cls, Dataset) else
+                                 ("method", registry._METHOD_CLASSES, registry.register_method))
+        if table.get(cls.name) is not cls:
+            register(cls)
+            added.append((kind, table, cls.name))
+    try:
+        yield
+    finally:
+        for kind, table, name in added:
+            table.pop(name, None)
+            registry._ORIGINS.pop((kind, name), None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_methods():
+    """The conftest's test-only methods, registered for the session."""
+    with registered(CountingMethod, FailingMethod, LayeredMethod):
+        yield

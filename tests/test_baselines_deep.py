@@ -10,16 +10,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import builtin_plugin
 
 from bench.method import FitContext
 from bench.params import build
-from bench.registry import get_dataset, get_method, load_plugins
+from bench.registry import get_dataset, get_method
 from bench.run import training_data
 from bench.splits import MissingSpec, SplitSpec, compute_split, missing_mask
 
-load_plugins()
-import _bench_plugins.methods.algcn as algcn  # noqa: E402
-from _bench_plugins.methods.common import baseline_losses as bl  # noqa: E402
+algcn = builtin_plugin("methods.algcn")
+baseline_losses = builtin_plugin("methods.common.baseline_losses")
 
 MISSING = {"paired": 0.2, "image_only": 0.4, "text_only": 0.4, "seed": 0}
 
@@ -49,7 +49,7 @@ def test_dscmr_loss_equals_the_hand_derived_value():
     p_txt = Y + t64([[0, 0], [3, 4], [0, 0]])           # errors of norm 0, 5, 0    -> mean 5/3
     j1 = 0.5 + 5 / 3
     j3 = (1 + 0 + 2) / 3                                 # |u_i - v_i| = 1, 0, 2
-    parts = bl.dscmr_loss(U, V, p_img, p_txt, Y)
+    parts = baseline_losses.dscmr_loss(U, V, p_img, p_txt, Y)
     assert float(parts["label"]) == pytest.approx(j1, rel=1e-12)
     assert float(parts["pair"]) == pytest.approx(j3, rel=1e-12)
     assert float(parts["nll"]) == pytest.approx(J2, rel=1e-6)  # count-valued S, i = j kept
@@ -58,10 +58,10 @@ def test_dscmr_loss_equals_the_hand_derived_value():
 
 def test_dscmr_masked_loss_ignores_absent_rows():
     im, tm = torch.tensor([True, False, True]), torch.tensor([True, True, False])
-    base = bl.dscmr_loss(U, V, U, V, Y, image_mask=im, text_mask=tm)
+    base = baseline_losses.dscmr_loss(U, V, U, V, Y, image_mask=im, text_mask=tm)
     junk_u, junk_v = U.clone(), V.clone()
     junk_u[1], junk_v[2] = t64([7, -3]), t64([0.1, 9])
-    moved = bl.dscmr_loss(junk_u, junk_v, junk_u, junk_v, Y, image_mask=im, text_mask=tm)
+    moved = baseline_losses.dscmr_loss(junk_u, junk_v, junk_u, junk_v, Y, image_mask=im, text_mask=tm)
     assert float(moved["loss"]) == pytest.approx(float(base["loss"]), rel=1e-12)
     assert float(base["pair"]) == pytest.approx(1.0)  # only row 0 is paired: |u_0 - v_0| = 1
 
@@ -94,13 +94,13 @@ L_SS = (2 * (0.1 ** 2 + 0.5 ** 2 + (R - 0.5) ** 2 + 0.5 ** 2) + (0.1 ** 2 + 0.5 
 
 def test_algcn_structure_loss_by_hand():
     adj = algcn.learnable_adjacency(A2, B2, 0.5)
-    assert float(bl.structure_loss(adj, A2, NOISES)) == pytest.approx(L_SS, rel=1e-12)
+    assert float(baseline_losses.structure_loss(adj, A2, NOISES)) == pytest.approx(L_SS, rel=1e-12)
 
 
 def test_algcn_prediction_adds_eps_to_the_norm_product():
     f, w = t64([[1e-3, 0.0]]), t64([[1e-3, 0.0]])
     # f.w = 1e-6 = |f||w|: added eps gives 1e-6 / 2e-6 = 0.5 (a clamp or normalize would give 1)
-    assert float(bl.eps_cosine_prediction(f, w)) == pytest.approx(0.5, rel=1e-9)
+    assert float(baseline_losses.eps_cosine_prediction(f, w)) == pytest.approx(0.5, rel=1e-9)
 
 
 def test_algcn_loss_equals_the_hand_derived_value():
@@ -109,8 +109,8 @@ def test_algcn_loss_equals_the_hand_derived_value():
     # image predictions: [1/(1+e), 0], [0, 2/(2+e)], [1/(1+e), 0]; text: [2/(2+e), 0], [0, 2/(2+e)], [-1/(1+e), 0]
     cla_img = (e / (1 + e) + e / (2 + e) + math.hypot(e / (1 + e), 1)) / 3
     cla_txt = (e / (2 + e) + e / (2 + e) + math.hypot(1 + 1 / (1 + e), 1)) / 3
-    pred_img, pred_txt = bl.eps_cosine_prediction(U, w), bl.eps_cosine_prediction(V, w)
-    parts = bl.algcn_loss(U, V, pred_img, pred_txt, Y, algcn.learnable_adjacency(A2, B2, 0.5), A2, NOISES)
+    pred_img, pred_txt = baseline_losses.eps_cosine_prediction(U, w), baseline_losses.eps_cosine_prediction(V, w)
+    parts = baseline_losses.algcn_loss(U, V, pred_img, pred_txt, Y, algcn.learnable_adjacency(A2, B2, 0.5), A2, NOISES)
     assert float(parts["cla"]) == pytest.approx(cla_img + cla_txt, rel=1e-12)
     assert float(parts["nll"]) == pytest.approx(J2, rel=1e-6)
     assert float(parts["ss"]) == pytest.approx(L_SS, rel=1e-12)
@@ -122,7 +122,7 @@ def test_algcn_structure_loss_trains_the_graph_residual(tiny):
     m = _make("algcn")
     model = m.build(train, FitContext())
     adj = model.adjacency()
-    loss = bl.structure_loss(adj, model.a, [torch.zeros_like(model.a)])
+    loss = baseline_losses.structure_loss(adj, model.a, [torch.zeros_like(model.a)])
     loss.backward()
     assert model.b.grad is not None and float(model.b.grad.abs().sum()) > 0
 
@@ -134,13 +134,14 @@ def test_acmr_pieces_by_hand():
     y = t64([[1, 0], [0, 1]])
     # d_ij = sum v_i + sum t_j - v_i.t_j: d_00 = 1 + .5 - .25, d_01 = 1 + .5 - .25, d_10 = -.5 + .5 - 0,
     # d_11 = -.5 + .5 + .125; m = [[0, 1], [1, 0]]: hinge max(0, .1 - m d) = [.1, 0, .1, .1]
-    assert float(bl.acmr_dissimilarity(v, t, y)) == pytest.approx(0.3 / 4)
-    assert float(bl.frobenius_distance(v, t)) == pytest.approx(math.sqrt(0.25 + 0.0625 + 0.5625))
-    assert bl.dann_lambda(0.0) == 0.0 and bl.dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert float(baseline_losses.acmr_dissimilarity(v, t, y)) == pytest.approx(0.3 / 4)
+    assert float(baseline_losses.frobenius_distance(v, t)) == pytest.approx(math.sqrt(0.25 + 0.0625 + 0.5625))
+    assert baseline_losses.dann_lambda(0.0) == 0.0
+    assert baseline_losses.dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
     # single-label CE: -log softmax at the true class; multi-label: sum over labels of BCE
     logits = t64([[0.0, 0.0]])
-    assert float(bl.acmr_label_loss(logits, t64([[1, 0]]), True)) == pytest.approx(math.log(2))
-    assert float(bl.acmr_label_loss(logits, t64([[1, 1]]), False)) == pytest.approx(2 * math.log(2))
+    assert float(baseline_losses.acmr_label_loss(logits, t64([[1, 0]]), True)) == pytest.approx(math.log(2))
+    assert float(baseline_losses.acmr_label_loss(logits, t64([[1, 1]]), False)) == pytest.approx(2 * math.log(2))
 
 
 def _acmr_with_batch(tiny, **params):
@@ -170,7 +171,7 @@ def test_acmr_adversarial_gradient_reaches_the_projectors_reversed(tiny):
     total, emb = grad_of("loss", lam), grad_of("emb", lam)
     # the modality loss of the same batch WITHOUT reversal: its plain gradient on the projectors
     m.model.zero_grad(set_to_none=True)
-    bl.modality_loss(m.model.domain(m.model.img(x)), m.model.domain(m.model.txt(t))).backward()
+    baseline_losses.modality_loss(m.model.domain(m.model.img(x)), m.model.domain(m.model.txt(t))).backward()
     adv = _grads(projectors)
     assert float(adv.abs().max()) > 0
     np.testing.assert_allclose((total - emb).numpy(), (-lam * adv).numpy(), rtol=1e-7, atol=1e-12)

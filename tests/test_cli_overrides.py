@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_SYNTHETIC, Projection, files_under, write_sweep
+from conftest import TINY_SYNTHETIC, Projection, files_under, registered, write_sweep
 
 from bench.cli import main
 from bench.errors import ConfigError
 from bench.params import spec
-from bench.registry import get_method, register_method
+from bench.registry import get_method
 from bench.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,6 @@ class _InterruptParams:
     dim: int = spec(4, low=1)
 
 
-@register_method
 class InterruptingMethod(Projection):
     """Fits seed 0, then raises KeyboardInterrupt (a Ctrl-C) on any other seed."""
 
@@ -283,3 +282,10 @@ def test_a_wildcard_parameter_override_applies_to_every_method_that_has_it(tmp_p
     assert params["coretest_counting"]["epochs"] == 5 and "epochs" not in params["cca"]
     with pytest.raises(ConfigError, match=r"no entry selected by '\*' has a parameter 'nonsense'"):
         load_sweep(path, assignments=["methods.*.nonsense=5"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_plugins():
+    """This module's test-only plugin, registered while its tests run."""
+    with registered(InterruptingMethod):
+        yield

@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_SYNTHETIC, write_sweep
+from conftest import TINY_SYNTHETIC, builtin_plugin, write_sweep
 
 from bench.data import make_data
 from bench.method import FitContext
 from bench.params import build
-from bench.registry import get_method, load_plugins, method_entries, origin_of
+from bench.registry import get_method, method_entries, origin_of
 
-load_plugins()
-from _bench_plugins.methods.gnn_con import GNNCon  # noqa: E402
+GNNCon = builtin_plugin("methods.gnn_con").GNNCon
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_SYNTHETIC, write_sweep
+from conftest import TINY_SYNTHETIC, registered, write_sweep
 
 from bench.cli import main
 from bench.diagnostics import modality_gap, per_label_ap
@@ -127,7 +127,7 @@ def test_a_report_of_runs_without_embeddings_says_so_under_diag(tmp_path):
 def test_a_dataset_with_previews_gets_a_retrieval_gallery_in_both_directions(tmp_path):
     from PIL import Image
 
-    from bench.registry import get_dataset, register_dataset
+    from bench.registry import get_dataset
 
     thumbs = tmp_path / "thumbs"
     thumbs.mkdir()
@@ -142,13 +142,14 @@ def test_a_dataset_with_previews_gets_a_retrieval_gallery_in_both_directions(tmp
                 Image.new("RGB", (24, 24), (40 * (i % 6), 90, 160)).save(path)
             return {"image": str(path), "text": f"item {i}"}
 
-    register_dataset(Previewed)
     path = write_sweep(tmp_path, SWEEP.replace("name: synthetic", "name: coretest_previewed").replace(
         "- cca", "- {name: pgnn_con/no_con, params: {D: 16, epochs: 2, layers: 1, batch: 32}}"))
     results, figs = tmp_path / "results", tmp_path / "figs"
-    assert CliRunner().invoke(main, ["run", str(path), "--results", str(results), "--no-mlflow", "seeds=[0]",
-                                     "--embeddings-max", "30"]).exit_code == 0
-    res = CliRunner().invoke(main, ["report", "diag", "--results", str(results), "--diag", "--figures", str(figs)])
+    with registered(Previewed):
+        assert CliRunner().invoke(main, ["run", str(path), "--results", str(results), "--no-mlflow", "seeds=[0]",
+                                         "--embeddings-max", "30"]).exit_code == 0
+        res = CliRunner().invoke(main, ["report", "diag", "--results", str(results), "--diag", "--figures",
+                                        str(figs)])
     assert res.exit_code == 0, res.output
     names = {p.name for p in figs.iterdir()}
     assert {"gallery_t2i_diag__coretest_previewed__pgnn_con.png",

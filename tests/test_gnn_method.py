@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import builtin_plugin
 
 from bench.errors import ConfigError
 from bench.method import FitContext, validation_map
 from bench.params import build
-from bench.registry import get_dataset, get_method, load_plugins
+from bench.registry import get_dataset, get_method
 from bench.splits import MissingSpec, SplitSpec, compute_split, missing_mask
 
-load_plugins()
-from _bench_plugins.methods.common.incomplete import mixed_batches, reconstruct  # noqa: E402
+incomplete = builtin_plugin("methods.common.incomplete")
+mixed_batches, reconstruct = incomplete.mixed_batches, incomplete.reconstruct
 
 SMALL = {"D": 16, "layers": 2, "epochs": 2, "batch": 40, "lr": 1e-3, "stage2_epochs": 1, "lr2": 1e-3}
 

@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import builtin_plugin
 
 from bench.data import make_data
 from bench.method import FitContext
 from bench.params import build
-from bench.registry import get_method, load_plugins
+from bench.registry import get_method
 
-load_plugins()
-import _bench_plugins.methods.common.losses as L  # noqa: E402
-from _bench_plugins.methods.common.incomplete import fill_rows, plan_batches, run_stage2  # noqa: E402
+losses = builtin_plugin("methods.common.losses")
+incomplete = builtin_plugin("methods.common.incomplete")
+fill_rows, plan_batches, run_stage2 = incomplete.fill_rows, incomplete.plan_batches, incomplete.run_stage2
 
 # 4 items, 3 labels: {0,1}, {0}, {0,2}, {2}
 TINY = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]])
@@ -74,7 +75,7 @@ def test_adversarial_loss_labels_by_modality():
     # real logits (0, log 3) labelled 0: P(0) = 1/4 -> log 4; fake logits (0, 0) labelled 1: log 2.
     real = torch.tensor([[0.0, math.log(3.0)]])
     fake = torch.tensor([[0.0, 0.0]])
-    assert L.adversarial_loss(real, fake, real_class=0).item() == pytest.approx(math.log(8.0), rel=1e-6)
+    assert losses.adversarial_loss(real, fake, real_class=0).item() == pytest.approx(math.log(8.0), rel=1e-6)
 
 
 # --- item 4: incomplete-modal training ---------------------------------------------------------------

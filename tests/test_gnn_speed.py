@@ -9,17 +9,18 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import builtin_plugin
 from torch.profiler import ProfilerActivity, profile
 
 from bench.data import make_data
 from bench.errors import ConfigError
 from bench.method import FitContext
 from bench.params import build
-from bench.registry import get_method, load_plugins, method_entries
+from bench.registry import get_method, method_entries
 
-load_plugins()
-from _bench_plugins.methods.common.incomplete import RowMasks, fill_plan  # noqa: E402
-from _bench_plugins.methods.gnn_con import GNNCon  # noqa: E402
+incomplete = builtin_plugin("methods.common.incomplete")
+RowMasks, fill_plan = incomplete.RowMasks, incomplete.fill_plan
+GNNCon = builtin_plugin("methods.gnn_con").GNNCon
 
 # every family of GNNCon, and every ablation once (the pgnn_con ones: each switches a term or a module off)
 GNN_FAMILY = sorted(name for name, e in method_entries().items()

@@ -7,21 +7,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import builtin_plugin
 
 from bench.data import make_data
 from bench.method import FitContext
 from bench.params import build
-from bench.registry import get_method, load_plugins
+from bench.registry import get_method
 
-load_plugins()
-import _bench_plugins.methods.common.graphs as G  # noqa: E402
+graphs = builtin_plugin("methods.common.graphs")
 
 # 4 items, 3 labels: {0,1}, {0}, {0,2}, {2}
 TINY = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]])
 
 
 def test_cooccurrence_counts_pairs_and_labels():
-    cooc, nums = G.cooccurrence(TINY)
+    cooc, nums = graphs.cooccurrence(TINY)
     assert nums.tolist() == [3, 1, 2]
     assert cooc.tolist() == [[0, 1, 1], [1, 0, 0], [1, 0, 0]]
 
@@ -32,20 +32,20 @@ def test_probabilistic_adjacency_matches_hand_derivation():
     # A = [[0,1,1],[0,0,0],[0,0,0]];  A' = 0.5 A + I = [[1,.5,.5],[0,1,0],[0,0,1]];  row sums D = (2, 1, 1).
     # Â = D^-1/2 A'^T D^-1/2: Â_ij = A'_ji / sqrt(D_i D_j):
     #   Â_00 = 1/2, Â_10 = Â_20 = .5/sqrt(2), Â_11 = Â_22 = 1, all others 0.
-    cooc, nums = G.cooccurrence(TINY)
-    got = G.probabilistic_adjacency(cooc, nums, t=0.4).numpy()
+    cooc, nums = graphs.cooccurrence(TINY)
+    got = graphs.probabilistic_adjacency(cooc, nums, t=0.4).numpy()
     r = 0.5 / math.sqrt(2)
     expect = np.array([[0.5, 0, 0], [r, 1, 0], [r, 0, 1]])
     np.testing.assert_allclose(got, expect, atol=1e-6)
 
 
 def test_probabilistic_adjacency_threshold_is_inclusive_and_ignores_the_cooc_diagonal():
-    cooc, nums = G.cooccurrence(TINY)
+    cooc, nums = graphs.cooccurrence(TINY)
     cooc_diag = cooc + np.diag(nums)  # a dataset file with counts on the diagonal
-    np.testing.assert_allclose(G.probabilistic_adjacency(cooc_diag, nums, 0.4),
-                               G.probabilistic_adjacency(cooc, nums, 0.4))
+    np.testing.assert_allclose(graphs.probabilistic_adjacency(cooc_diag, nums, 0.4),
+                               graphs.probabilistic_adjacency(cooc, nums, 0.4))
     # t = 1/3 exactly: now (1,0) and (2,0) also pass -> symmetric 0/1 pattern
-    a = G.probabilistic_adjacency(cooc, nums, 1 / 3).numpy()
+    a = graphs.probabilistic_adjacency(cooc, nums, 1 / 3).numpy()
     assert a[0, 1] > 0 and a[1, 0] > 0
 
 
@@ -53,7 +53,7 @@ def test_normalize_adjacency_transposes_and_scales_by_row_sums():
     # A = [[1, 2], [0, 1]]: row sums (3, 1); Â = D^-1/2 A^T D^-1/2 = [[1/3, 0], [2/sqrt(3), 1]]
     a = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
     expect = torch.tensor([[1 / 3, 0.0], [2 / math.sqrt(3), 1.0]])
-    assert torch.allclose(G.normalize_adjacency(a), expect, atol=1e-6)
+    assert torch.allclose(graphs.normalize_adjacency(a), expect, atol=1e-6)
 
 
 def test_iterative_adjacency_by_hand():
@@ -61,14 +61,14 @@ def test_iterative_adjacency_by_hand():
     # A0 = S = [[1, q, 0], [q, 1, q], [0, q, 1]] with q = 1/√2, so A = 0.5 A0 + 0.5 S = A0;
     # row sums (1+q, 1+2q, 1+q); Â_01 = q / sqrt((1+q)(1+2q)), Â_02 = 0, Â_11 = 1/(1+2q).
     h0 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
-    a0 = G.threshold(G.cosine_matrix(h0), 0.5)
-    got = G.iterative_adjacency(h0, a0, torch.ones(1, 2), 0.5)
+    a0 = graphs.threshold(graphs.cosine_matrix(h0), 0.5)
+    got = graphs.iterative_adjacency(h0, a0, torch.ones(1, 2), 0.5)
     q = 2 ** -0.5
     assert got[0, 1].item() == pytest.approx(q / math.sqrt((1 + q) * (1 + 2 * q)), rel=1e-6)
     assert got[0, 2].item() == 0.0
     assert got[1, 1].item() == pytest.approx(1 / (1 + 2 * q), rel=1e-6)
     # re-weighting the second coordinate changes S (and so Â): w acts inside the cosine
-    other = G.iterative_adjacency(h0, a0, torch.tensor([[1.0, 3.0]]), 0.5)
+    other = graphs.iterative_adjacency(h0, a0, torch.tensor([[1.0, 3.0]]), 0.5)
     assert not torch.allclose(got, other)
 
 
@@ -81,13 +81,13 @@ def test_iterative_adjacency_thresholds_the_mean_of_the_k_graphs():
     # A0 = threshold(cos(H0), .5) = [[1, q, 0], [q, 1, q], [0, q, 1]]; A = (A0 + S)/2 (symmetric);
     # row sums d0 = 1 + (q + s01)/2, d1 = 1 + (q + s01)/2 + (q + s12)/2; Â_01 = A_01 / sqrt(d0 d1).
     h0 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
-    a0 = G.threshold(G.cosine_matrix(h0), 0.5)
+    a0 = graphs.threshold(graphs.cosine_matrix(h0), 0.5)
     w = torch.tensor([[1.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
     q, r = 2 ** -0.5, 10 ** -0.5
     s01, s12 = (q + r) / 2, (q + 3 * r) / 2
     a01, a12 = (q + s01) / 2, (q + s12) / 2
     d0, d1 = 1 + a01, 1 + a01 + a12
-    got = G.iterative_adjacency(h0, a0, w, 0.5)
+    got = graphs.iterative_adjacency(h0, a0, w, 0.5)
     assert got[0, 1].item() == pytest.approx(a01 / math.sqrt(d0 * d1), rel=1e-12)
     assert got[1, 1].item() == pytest.approx(1 / d1, rel=1e-12)
     assert got[0, 2].item() == 0.0
@@ -95,8 +95,8 @@ def test_iterative_adjacency_thresholds_the_mean_of_the_k_graphs():
 
 def test_probabilistic_graph_is_the_raw_half_plus_identity_matrix():
     # TINY as above: A' = 0.5 A + I = [[1, .5, .5], [0, 1, 0], [0, 0, 1]] before normalisation
-    cooc, nums = G.cooccurrence(TINY)
-    np.testing.assert_allclose(G.probabilistic_graph(cooc, nums, 0.4).numpy(),
+    cooc, nums = graphs.cooccurrence(TINY)
+    np.testing.assert_allclose(graphs.probabilistic_graph(cooc, nums, 0.4).numpy(),
                                [[1, 0.5, 0.5], [0, 1, 0], [0, 0, 1]])
 
 
@@ -133,7 +133,7 @@ def test_pgnn_uses_dataset_cooccurrence_when_provided():
     _, m_given = _build("pgnn_con", given)
     _, m_own = _build("pgnn_con", data)
     np.testing.assert_allclose(m_given.adj.numpy(),
-                               G.probabilistic_adjacency(extras_cooc, np.full(5, 10.0), 0.4).numpy())
-    cooc, nums = G.cooccurrence(data.labels)
-    np.testing.assert_allclose(m_own.adj.numpy(), G.probabilistic_adjacency(cooc, nums, 0.4).numpy())
+                               graphs.probabilistic_adjacency(extras_cooc, np.full(5, 10.0), 0.4).numpy())
+    cooc, nums = graphs.cooccurrence(data.labels)
+    np.testing.assert_allclose(m_own.adj.numpy(), graphs.probabilistic_adjacency(cooc, nums, 0.4).numpy())
     assert not np.allclose(m_given.adj.numpy(), m_own.adj.numpy())

@@ -11,14 +11,13 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY_SYNTHETIC, Projection, write_sweep
+from conftest import TINY_SYNTHETIC, Projection, registered, write_sweep
 from scipy import stats as sps
 
 from bench.cli import main
 from bench.errors import BenchError
 from bench.method import Method
 from bench.records import read_record, record_path
-from bench.registry import register_method
 from bench.report import build, render, report
 from bench.report_epochs import adjacency_figures, epoch_figures
 from bench.report_figures import pk_figures
@@ -244,7 +243,6 @@ def test_methods_with_the_same_adjacency_share_one_heatmap(tmp_path, monkeypatch
         "synthetic | pgnn_con, pgnn_con/no_gan: label adjacency (seed 0)"]
 
 
-@register_method
 class ArtifactMethod(Projection, Method):
     """Logs a label co-occurrence matrix through the fit context, as a label-graph method would."""
 
@@ -287,3 +285,10 @@ def test_runs_of_the_sweep_file_without_a_record_are_listed_as_missing(tmp_path)
     assert out.exit_code == 0, out.output
     assert "missing (no record of the sweep file's current definition; `bench run` makes it): " \
            "synthetic | cca | seeds 1, 2" in out.output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_plugins():
+    """This module's test-only plugin, registered while its tests run."""
+    with registered(ArtifactMethod):
+        yield

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import TINY_SYNTHETIC, Projection, write_sweep
+from conftest import TINY_SYNTHETIC, Projection, registered, write_sweep
 
 from bench.cli import main
 from bench.params import spec
 from bench.records import iter_records
-from bench.registry import register_method
 from bench.store import default_uri
 from bench.ui import SHARED_VIEW_KEY, grouped_view, relabel
 
@@ -93,7 +92,6 @@ class _HungryParams:
     mib: int = spec(0, help="MiB to hold during the fit", low=0)
 
 
-@register_method
 class HungryMethod(Projection):
     """Holds `mib` MiB of memory during its fit."""
 
@@ -124,3 +122,10 @@ def test_each_record_holds_its_own_peak_memory_not_the_process_running_peak(tmp_
     assert memory["big"]["peak_delta_mb"] > 250
     assert memory["small"]["peak_delta_mb"] < 100
     assert memory["small"]["peak_rss_mb"] < memory["big"]["peak_rss_mb"] - 200  # it ran after the big one
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_plugins():
+    """This module's test-only plugin, registered while its tests run."""
+    with registered(HungryMethod):
+        yield

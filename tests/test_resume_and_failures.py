@@ -7,12 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import TINY_SYNTHETIC, Projection, write_sweep
+from conftest import TINY_SYNTHETIC, Projection, registered, write_sweep
 
 from bench.invocation import execute_sweep
 from bench.params import spec
 from bench.records import iter_records, read_record, record_path, runs_dir, write_record
-from bench.registry import register_method
 from bench.sweep import load_sweep
 
 
@@ -151,7 +150,6 @@ class _InterruptParams:
     interrupt: bool = spec(False, help="raise KeyboardInterrupt in fit (off by default: harmless elsewhere)")
 
 
-@register_method
 class Interrupted(Projection):
     """Raises KeyboardInterrupt in fit when asked, as Ctrl-C would."""
 
@@ -199,3 +197,10 @@ def test_a_leftover_temporary_file_is_not_read_as_a_record(tmp_path, counting):
     file = record_path(results, "s", sweep.specs[0].key)
     (file.parent / ".tmp-k1ll3d.json").write_text(file.read_text())  # complete but never renamed
     assert len(iter_records(results, ["s"])) == 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_plugins():
+    """This module's test-only plugin, registered while its tests run."""
+    with registered(Interrupted):
+        yield

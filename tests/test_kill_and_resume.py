@@ -6,7 +6,6 @@ same command invoked in this process, which loads the same plugin file so that r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -26,16 +25,11 @@ BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]
 
 
 def _load_fixture_plugin():
-    """Register the fixture plugin in this process (run keys hash its source file, not its module name)."""
-    from bench.registry import method_entries
+    """The fixture plugin folder, imported in this process as the killed process imports it
+    (BENCH_PLUGIN_PATH): run keys hash the plugin's code, not its module name."""
+    from bench.registry import load_root
 
-    if "fixture_sleepy" in method_entries():
-        return
-    spec = importlib.util.spec_from_file_location("coretest_fixture_sleepy",
-                                                  FIXTURE_ROOT / "methods" / "fixture_sleepy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    load_root(FIXTURE_ROOT)
 
 
 def _finished(runs):
