@@ -151,33 +151,8 @@ def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -
     for i in hits:
         item = {"name": items[i]} if isinstance(items[i], str) else copy.deepcopy(items[i])
         if as_param:
-            known, fixed = _known_params(kind, str(item.get("name")))
-            pname = rest[0]
-            if known and pname not in known:
-                if wildcard:
-                    continue  # `methods.*.epochs=5`: every selected method that has the parameter, as `"*"` in a file
-                raise ConfigError(f"override '{short(ov.token, 80)}': {item.get('name')} has no parameter '{pname}'"
-                                  f"{near(pname, known)}; `bench info {item.get('name')}` lists them")
-            if pname in fixed:
-                exact = sel in (item.get("name"), item.get("label"))
-                if exact:
-                    raise ConfigError(f"override '{short(ov.token, 80)}': '{item.get('name')}' fixes {pname}="
-                                      f"{short(repr(fixed[pname]))}; override the family instead")
-                continue  # a family-wide override skips variants that fix the parameter
-            if len(rest) > 1:
-                raise ConfigError(f"override '{short(ov.token, 80)}': parameters have no sub-keys ('{'.'.join(rest)}')")
-            if ov.choices is not None:
-                if kind != "methods":
-                    raise ConfigError(f"override '{short(ov.token, 80)}': multirun values apply to method parameters "
-                                      "and seeds only; list datasets as separate entries")
-                grid = item.setdefault("grid", {}) or {}
-                item["grid"] = {**grid, pname: list(ov.choices)}
-                (item.get("params") or {}).pop(pname, None)
-            else:
-                params = item.get("params") or {}
-                item["params"] = {**params, pname: ov.value}
-                if isinstance(item.get("grid"), dict):
-                    item["grid"].pop(pname, None)  # a fixed value replaces the file's grid over it
+            if not _assign_param(item, ov, kind, sel, rest, wildcard):
+                continue
         else:
             if ov.choices is not None:
                 raise ConfigError(f"override '{short(ov.token, 80)}': multirun values apply to parameters only")
@@ -189,6 +164,37 @@ def _apply_entries(raw: dict, ov: Assignment, kind: str, entry_keys: set[str]) -
             raise ConfigError(f"override '{short(ov.token, 80)}': no entry selected by '{sel}' has a parameter "
                               f"'{rest[0]}' it may set")
         raise ConfigError(f"override '{short(ov.token, 80)}': every entry selected by '{sel}' fixes '{rest[0]}'")
+
+
+def _assign_param(item: dict, ov: Assignment, kind: str, sel: str, rest: tuple[str, ...], wildcard: bool) -> bool:
+    """Set the parameter `rest[0]` of one selected entry (in its params, or as a grid with multirun);
+    False when the entry is left out (a variant fixing it, or, under a wildcard, a method without it)."""
+    known, fixed = _known_params(kind, str(item.get("name")))
+    pname = rest[0]
+    if known and pname not in known:
+        if wildcard:
+            return False  # `methods.*.epochs=5`: every selected method that has the parameter, as `"*"` in a file
+        raise ConfigError(f"override '{short(ov.token, 80)}': {item.get('name')} has no parameter '{pname}'"
+                          f"{near(pname, known)}; `bench info {item.get('name')}` lists them")
+    if pname in fixed:
+        if sel in (item.get("name"), item.get("label")):
+            raise ConfigError(f"override '{short(ov.token, 80)}': '{item.get('name')}' fixes {pname}="
+                              f"{short(repr(fixed[pname]))}; override the family instead")
+        return False  # a family-wide override skips variants that fix the parameter
+    if len(rest) > 1:
+        raise ConfigError(f"override '{short(ov.token, 80)}': parameters have no sub-keys ('{'.'.join(rest)}')")
+    if ov.choices is not None:
+        if kind != "methods":
+            raise ConfigError(f"override '{short(ov.token, 80)}': multirun values apply to method parameters "
+                              "and seeds only; list datasets as separate entries")
+        grid = item.setdefault("grid", {}) or {}
+        item["grid"] = {**grid, pname: list(ov.choices)}
+        (item.get("params") or {}).pop(pname, None)
+    else:
+        item["params"] = {**(item.get("params") or {}), pname: ov.value}
+        if isinstance(item.get("grid"), dict):
+            item["grid"].pop(pname, None)  # a fixed value replaces the file's grid over it
+    return True
 
 
 def apply_assignments(raw: Any, assignments: list[Assignment], top_keys: set[str], dataset_keys: set[str],

@@ -10,7 +10,6 @@ dataset whose plugin estimates more memory than the machine has is refused befor
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
+from bench.cli_options import results_root
 from bench.data import CrossModalData
 from bench.errors import BenchError, ConfigError
 from bench.params import build, short
@@ -27,7 +27,7 @@ MAX_PARAM = 2000  # characters of one --param; longer is a mistake, not a value
 
 def default_cache() -> Path:
     """Where `bench run` looks for prepared files: <results>/cache, results = $BENCH_RESULTS or ./results."""
-    return Path(os.environ.get("BENCH_RESULTS", "results")) / "cache"
+    return results_root(None) / "cache"
 
 
 cache_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -55,7 +55,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 def problem_exit(problems: list[str]) -> None:
     """Print each problem as one line (bounded, whitespace collapsed) and exit 2: unusable input."""
-    from bench.cli import one_line
+    from bench.cli_options import one_line
 
     for problem in problems:
         click.echo(f"problem: {one_line(problem)}", err=True)

@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-
-def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
-    if value:
-        from bench.registry import request_plugins
-
-        request_plugins(value, "--plugins")
+from bench.cli_options import plugins_option, results_option, results_root
 
 
 @click.command("report")
 @click.argument("items", nargs=-1, metavar="[SWEEP | SWEEP.yaml | KEY=VALUE]...")
-@click.option("--results", default=None, metavar="DIR", help="results folder (default $BENCH_RESULTS or ./results)")
+@results_option
 @click.option("--method", "-s", "methods", multiple=True, metavar="PATTERN",
               help="only methods whose name or label matches (wildcards; repeatable), as in bench run")
 @click.option("--dataset", "-d", "datasets", multiple=True, metavar="PATTERN",
@@ -60,8 +54,7 @@ def _request_plugins(ctx: click.Context, param: click.Parameter, value: tuple[st
 @click.option("--figures", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="also write figures (PNG + PDF) to DIR: PR and P@K curves with a std band, validation mAP and "
                    "training loss per epoch, label adjacency")
-@click.option("--plugins", multiple=True, metavar="DIR", expose_value=False, callback=_request_plugins,
-              help="a plugin folder (holding methods/ and/or datasets/) to import; repeatable")
+@plugins_option
 def report(items: tuple[str, ...], results: str | None, methods: tuple[str, ...], datasets: tuple[str, ...],
            multirun: bool, fmt: str, layout: str, metric: str, digits: int, caption: str | None,
            label: str | None, cost: bool, stat_test: str, stats: bool, merge: bool, against: str | None,
@@ -77,7 +70,7 @@ def report(items: tuple[str, ...], results: str | None, methods: tuple[str, ...]
     from bench.report import ReportRequest, produce
 
     request = ReportRequest(
-        items=items, results=Path(results or os.environ.get("BENCH_RESULTS", "results")), fmt=fmt, layout=layout,
+        items=items, results=results_root(results), fmt=fmt, layout=layout,
         metric=metric, digits=digits, caption=caption, label=label, cost=cost, test=stat_test, stats=stats,
         merge=merge, against=against, names=names, per_seed=per_seed, methods=methods, datasets=datasets,
         multirun=multirun, output=Path(output) if output else None, figures=Path(figures) if figures else None,
