@@ -1,6 +1,7 @@
 """Look at the html report and the grouped MLflow view as a person would: headless Chromium.
 
-Run by `nox -s browser` (needs Debian's `chromium`): trains a tiny ablation sweep, writes the html
+Run by `nox -s browser` (needs Debian's `chromium`): trains a tiny ablation sweep (and a second configuration of
+one method), writes the html
 report and screenshots it, starts `bench ui`, screenshots the grouped runs view, and checks the
 rendered pages (tables, embedded figures, the grouping). Exit code 0 when every check passes.
 
@@ -74,6 +75,9 @@ def main(out: Path) -> None:
     sweep = out / "tinyablation.yaml"
     sweep.write_text(SWEEP)
     subprocess.run([*BENCH, "run", str(sweep), "--results", str(results), "--threads", "1"], check=True)
+    # a second configuration of one method in the same sweep folder: the MLflow view must keep it apart
+    subprocess.run([*BENCH, "run", str(sweep), "--results", str(results), "--threads", "1",
+                    "-s", "label_regression", "methods.label_regression.lam=10"], check=True)
     html = out / "report.html"
     subprocess.run([*BENCH, "report", "tinyablation", "--results", str(results), "--format", "html",
                     "-o", str(html)], check=True)
@@ -104,6 +108,9 @@ def main(out: Path) -> None:
         dom = shoot(url, out / "mlflow.png", "1900,1000", 40000)
         check("Group by" in dom and "test/map_avg" in dom, "MLflow view: grouped, test metrics as columns")
         check("pgnn_con/no_gan" in dom, "MLflow view: the variants are listed")
+        groups = set(re.findall(r"label_regression \[lam=[0-9.e+-]+\]", dom))
+        check(len(groups) >= 2, f"MLflow view: the two label_regression configurations are separate groups "
+                                f"({sorted(groups)})")
     finally:
         os.killpg(ui.pid, signal.SIGINT)
         try:
