@@ -224,7 +224,9 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
     todo = pending(sweep, states)
     summary.done_before = sum(state == "done" for state, _ in states.values())
     if summary.done_before:
-        echo(f"{summary.done_before} of {summary.total} runs already finished; skipping them (--force reruns)")
+        unavailable = sum(state == "skip" for state, _ in states.values())
+        echo(f"{summary.done_before} of {summary.total} runs already finished; skipping them (--force reruns)"
+             + (f"; {unavailable} more skipped with their unavailable datasets" if unavailable else ""))
     if not todo:
         return summary
     started = datetime.now(UTC).isoformat(timespec="microseconds")

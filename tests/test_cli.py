@@ -203,3 +203,21 @@ def test_report_given_a_sweep_file_covers_only_the_runs_that_file_defines(tmp_pa
 def test_ui_without_an_mlflow_store_is_a_clear_error(tmp_path):
     result = _invoke("ui", "--results", str(tmp_path))
     assert result.exit_code == 2 and "no MLflow store" in result.stderr
+
+
+def test_the_resume_line_counts_runs_of_unavailable_datasets_apart(tmp_path, counting):
+    results = tmp_path / "results"
+    path = write_sweep(tmp_path, f"""
+        name: partly
+        seeds: [0]
+        datasets:
+          - {{name: synthetic, params: {TINY_SYNTHETIC}}}
+          - {{name: mirflickr, optional: true, params: {{root: {tmp_path / 'absent'}}}}}
+        methods: [coretest_counting]
+    """)
+    assert _invoke("run", str(path), "--results", str(results), "--no-mlflow").exit_code == 0
+    again = _invoke("run", str(path), "--results", str(results), "--no-mlflow")
+    assert again.exit_code == 0, again.output
+    # "1 of 2 already finished" alone reads as one run still to do; the other one has no data here
+    assert "1 of 2 runs already finished; skipping them (--force reruns); 1 more skipped with their " \
+           "unavailable datasets" in again.output
