@@ -12,13 +12,14 @@ Every byte an invocation writes stays under the results folder (`bench.scratch`)
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bench.data import CrossModalData
 from bench.errors import BenchError
 from bench.memory import enlarged, gib, machine_bytes, model_bytes, training_bytes
-from bench.method import resolve_device
+from bench.method import Method, resolve_device
 from bench.outputs import check_output_folder
 from bench.params import build
 from bench.registry import get_dataset, get_method
@@ -60,19 +61,24 @@ def sweep_lock(out: Path, root: Path, sweep: str) -> Any:
     return lock
 
 
+def _distinct_methods(specs: list[RunSpec]) -> Iterator[tuple[RunSpec, Method]]:
+    """The first spec of each distinct (method, parameters) with its method built from them."""
+    seen: set[str] = set()
+    for spec in specs:
+        key = json.dumps([spec.method, spec.params], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            entry = get_method(spec.method)
+            yield spec, entry.cls(build(entry.cls.Params, spec.params, spec.method))
+
+
 def check_devices(sweep: Sweep, specs: list[RunSpec]) -> None:
     """Each method's parameters must be able to run on the sweep's device (fp16 autocast needs CUDA,
     ...): `Method.check_device`, once per distinct (method, parameters). Raises BenchError."""
     device = resolve_device(sweep.device)
-    seen: set[str] = set()
-    for spec in specs:
-        key = json.dumps([spec.method, spec.params], sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        entry = get_method(spec.method)
+    for spec, method in _distinct_methods(specs):
         try:
-            entry.cls(build(entry.cls.Params, spec.params, spec.method)).check_device(device)
+            method.check_device(device)
         except BenchError as exc:
             raise BenchError(f"{sweep.path}: {spec.method_label}: {exc}") from None
 
@@ -96,16 +102,10 @@ def check_model_memory(sweep: Sweep, specs: list[RunSpec], data: CrossModalData,
     memory to train than the device has; once per distinct (method, parameters) on one dataset."""
     if not available:
         return
-    seen: set[str] = set()
-    for spec in specs:
-        key = json.dumps([spec.method, spec.params], sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        entry = get_method(spec.method)
-        size = model_bytes(entry.cls(build(entry.cls.Params, spec.params, spec.method)), data, spec.seed)
+    for spec, method in _distinct_methods(specs):
+        size = model_bytes(method, data, spec.seed)
         if size is not None and training_bytes(size) > available:
-            grown = enlarged(entry.cls.Params, spec.params)
+            grown = enlarged(type(method).Params, spec.params)
             raise BenchError(f"{sweep.path}: {spec.method_label} on dataset '{spec.dataset_label}': its model needs "
                              f"about {gib(training_bytes(size))} to train (parameters, gradients, optimizer state), "
                              f"more than the {gib(available)} of {getattr(device, 'type', 'cpu')} memory here; lower "
