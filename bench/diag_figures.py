@@ -234,11 +234,13 @@ def gallery_figure(gallery: Sequence[GalleryQuery], direction: str, label_names:
     methods = list(queries[0].hits)
     k = max(len(hs) for hs in queries[0].hits.values())
     block_h, cell_w = 1.05 * len(methods), 1.05 if hit_kind == "image" else 1.3
-    fig = plt.figure(figsize=(2.6 + cell_w * k, 0.5 + (block_h + 0.45) * len(queries)))
+    # the method names' column: about 0.065 inch a character at 7.5 pt, so no name runs into the query
+    names_w = max(0.75, 0.065 * max(len(m) for m in methods) + 0.1) / cell_w
+    fig = plt.figure(figsize=(1.6 + cell_w * (k + 1.5 + names_w), 0.5 + (block_h + 0.45) * len(queries)))
     outer = fig.add_gridspec(len(queries), 1, hspace=0.45 / block_h, top=1 - 0.45 / fig.get_figheight(),
                              bottom=0.02, left=0.01, right=0.99)
     for block, query in enumerate(queries):
-        inner = outer[block].subgridspec(len(methods), k + 2, width_ratios=[1.5, 0.75] + [1] * k,
+        inner = outer[block].subgridspec(len(methods), k + 2, width_ratios=[1.5, names_w] + [1] * k,
                                          hspace=0.1, wspace=0.06)
         ax = fig.add_subplot(inner[:, 0])
         _cell(ax, query.preview, query_kind, "0.2", 20)

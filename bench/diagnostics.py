@@ -353,26 +353,43 @@ def top_k(query: np.ndarray, retrieval: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-sims, axis=1, kind="stable")[:, :k]
 
 
+def _distinct_queries(order: np.ndarray, queries: int,
+                      look: Callable[[int], Mapping[str, str] | None]) -> np.ndarray:
+    """The first `queries` positions of `order` whose preview shares no part (its text, its image)
+    with those already taken (a position without a preview is always new); at most 20 candidates a
+    query are looked at, so a collection of copies costs bounded preview calls and then takes what
+    it has."""
+    taken: list[int] = []
+    shown: set[tuple[str, str]] = set()
+    for position in order[:20 * queries]:
+        parts = set((look(int(position)) or {}).items())
+        if not parts & shown:
+            taken.append(int(position))
+            shown |= parts
+        if len(taken) == queries:
+            break
+    return np.array(taken, dtype=np.int64)
+
+
 def retrieval_gallery(models: Mapping[str, Embeddings], labels: np.ndarray, *, queries: int = 3, k: int = 5,
                       seed: int = 0, items: np.ndarray | None = None,
                       preview: Preview | None = None) -> list[GalleryQuery]:
     """The data of a retrieval gallery: `queries` seeded items, each asked by its text (t2i, images
     retrieved) and then by its image (i2t), with each model's top `k` from all items of the sample.
 
-    The query items are drawn with ``sample_indices(n, queries, seed)`` (the same for every model);
-    the query's own pair is retrieved too, as in the mAP protocol, and flagged ``paired``. `items`
+    The query items are the first `queries` of a seeded permutation of the sample (the same for every
+    model) whose previews share no text and no image with the queries already chosen: real collections
+    hold near copies (one author's series of clip art under one title), and a gallery showing one
+    query twice tells nothing new. The query's own pair is retrieved too, as in the mAP protocol, and flagged ``paired``. `items`
     maps sample positions to the ids `preview` expects (dataset rows; default: the positions).
     `preview` (see the module docstring) is called once per distinct item shown; None leaves every
     preview None (the figure then has nothing to draw).
     """
-    from bench.embeddings import sample_indices
-
     labels = np.asarray(labels) > 0
     n = labels.shape[0]
     ids = np.arange(n) if items is None else np.asarray(items)
     if ids.shape != (n,):
         raise ValueError(f"items must give one id per sampled item ({n}), got shape {ids.shape}")
-    chosen = sample_indices(n, queries, seed)
     cache: dict[int, Mapping[str, str] | None] = {}
 
     def look(position: int) -> Mapping[str, str] | None:
@@ -381,6 +398,8 @@ def retrieval_gallery(models: Mapping[str, Embeddings], labels: np.ndarray, *, q
         if position not in cache:
             cache[position] = preview(int(ids[position]))
         return cache[position]
+
+    chosen = _distinct_queries(np.random.default_rng(seed).permutation(n), queries, look)
 
     out = []
     for direction in ("t2i", "i2t"):

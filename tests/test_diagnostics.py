@@ -363,3 +363,24 @@ def test_gallery_flags_relevance_and_pairs_and_maps_previews_to_item_ids():
 def test_gallery_without_preview_has_none():
     gallery = retrieval_gallery(_models(20), _multilabel(20, 3, seed=0), queries=2)
     assert all(q.preview is None and all(h.preview is None for hs in q.hits.values() for h in hs) for q in gallery)
+
+
+def test_gallery_queries_have_distinct_previews_when_the_collection_holds_copies():
+    # 40 items whose previews come in 4 titles of 10 copies each: three queries, three titles
+    n = 40
+    gallery = retrieval_gallery(_models(n), _multilabel(n, 5, seed=1), queries=3, k=2, seed=0,
+                                preview=lambda i: {"text": f"title {i % 4}"})
+    titles = [q.preview["text"] for q in gallery if q.direction == "t2i"]
+    assert len(titles) == 3 and len(set(titles)) == 3
+    # with fewer distinct previews than queries it shows what there is, each once
+    few = retrieval_gallery(_models(n), _multilabel(n, 5, seed=1), queries=3, k=2, seed=0,
+                            preview=lambda i: {"text": f"title {i % 2}"})
+    assert sorted(q.preview["text"] for q in few if q.direction == "t2i") == ["title 0", "title 1"]
+
+
+def test_gallery_queries_do_not_repeat_a_title_under_different_images():
+    n = 40  # every item its own image, but only 4 titles
+    gallery = retrieval_gallery(_models(n), _multilabel(n, 5, seed=1), queries=3, k=2, seed=0,
+                                preview=lambda i: {"text": f"title {i % 4}", "image": f"/img/{i}.png"})
+    titles = [q.preview["text"] for q in gallery if q.direction == "t2i"]
+    assert len(set(titles)) == 3
