@@ -148,8 +148,8 @@ def _main_table(summary: pd.DataFrame, df: pd.DataFrame, m: Metric, sweep: str, 
         main = paper_table(summary, m, sweep, names)
     else:
         main = long_table(summary, m, sweep, extra, names)
-    ranks = "; best in bold, second underlined" if "ranks" in main.legend else ""
-    main.caption = opts.caption or f"{m.title} on the test split, mean ± sample std over seeds{ranks}"
+    # how the best two are marked differs by format (markdown has no underline): the legend says it
+    main.caption = opts.caption or f"{m.title} on the test split, mean ± sample std over seeds"
     main.label = latex_label(opts.label, sweep)
     if extra and opts.layout == "paper":
         main.notes.append("Test-selected (optimistic) figures are recorded; `--layout long` shows them.")

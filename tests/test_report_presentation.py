@@ -178,3 +178,13 @@ def test_a_sweep_named_ablation_does_not_get_a_doubled_title(tmp_path):
     write(tmp_path, rec("pgnn_con", 0, 0.8, sweep="ablation"))
     write(tmp_path, rec("pgnn_con/no_gan", 0, 0.7, sweep="ablation", position=1))
     assert "ablation: ablation" not in report(tmp_path)
+
+
+def test_markdown_says_how_it_marks_the_second_best_and_nothing_else(tmp_path):
+    for seed in range(2):
+        write(tmp_path, rec("cca", seed, 0.5 + seed / 100))
+        write(tmp_path, rec("pgnn_con", seed, 0.8 + seed / 100, position=1))
+        write(tmp_path, rec("dagnn", seed, 0.7 + seed / 100, position=2))
+    text = report(tmp_path)
+    assert "_0.7" in text  # the second best is in italics in markdown ...
+    assert "second in italics" in text and "underlined" not in text  # ... and the caption does not say otherwise
