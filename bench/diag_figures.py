@@ -179,21 +179,40 @@ def tsne_figure(maps: TsneMaps, labels: np.ndarray, label_names: Sequence[str], 
 # --- the retrieval gallery -------------------------------------------------------------------------
 
 
+# A PNG is decoded whole (Pillow cannot decode part of one): 4 bytes a pixel as RGBA. openclipart
+# holds 15 PNGs of 25 to 169 megapixels among 8,118 (median 53 kilopixels); one of them in a gallery
+# cost the report 0.7 GB at its peak, for a 160-pixel thumbnail. Larger images show "no preview".
+MAX_PREVIEW_PIXELS = 25_000_000
+
+
 def _thumbnail(path: str | None, size: int = 160) -> np.ndarray | None:
-    """The image at `path` fitted into a white `size` x `size` RGB square; None if unreadable."""
+    """The image at `path` fitted into a white `size` x `size` RGB square; None if unreadable or
+    larger than MAX_PREVIEW_PIXELS.
+
+    Reduced in the file's own mode before anything is converted (converting first made a second
+    full-size copy)."""
     if not path:
         return None
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGBA")
-            img.thumbnail((size, size))
-            # centred on a white square: transparent clip art shows on white, every cell the same size
-            canvas = Image.new("RGBA", (size, size), (255, 255, 255, 255))
-            canvas.alpha_composite(img, ((size - img.width) // 2, (size - img.height) // 2))
-            return np.asarray(canvas.convert("RGB"))
-    except (OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PREVIEW_PIXELS:
+                    return None
+                img.draft("RGB", (size, size))  # JPEG: decoded at a fraction of its size; no-op for PNG
+                if img.mode not in ("RGBA", "RGB", "LA", "L"):
+                    img = img.convert("RGBA")  # palette and 1-bit images: resampled in colour, not by index
+                img.thumbnail((size, size), reducing_gap=2.0)
+                img = img.convert("RGBA")
+                # centred on a white square: transparent clip art shows on white, every cell the same size
+                canvas = Image.new("RGBA", (size, size), (255, 255, 255, 255))
+                canvas.alpha_composite(img, ((size - img.width) // 2, (size - img.height) // 2))
+                return np.asarray(canvas.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 

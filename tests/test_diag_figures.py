@@ -123,3 +123,36 @@ def test_gallery_marks_an_unreadable_image_instead_of_failing(tmp_path, bad):
     hits = {name: (broken, *rest[1:]) for name, rest in queries[0].hits.items()}
     fig = gallery_figure([GalleryQuery("t2i", 0, 0, (0,), queries[0].preview, hits)], "t2i", NAMES)
     assert sum(t.get_text() == "no preview" for ax in fig.axes for t in ax.texts) == 2
+
+
+def test_a_decompression_bomb_is_shown_as_no_preview_not_a_traceback(tmp_path, monkeypatch):
+    # Pillow refuses images over 2 x MAX_IMAGE_PIXELS at open with DecompressionBombError (not an
+    # OSError); a threshold of 1,000 pixels makes a 100 x 100 PNG one without writing 180 megapixels
+    Image.new("RGBA", (100, 100), (200, 0, 0, 255)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    queries = _gallery(tmp_path)
+    bomb = GalleryHit(1, 1, True, False, {"image": str(tmp_path / "bomb.png")})
+    hits = {name: (bomb, *rest[1:]) for name, rest in queries[0].hits.items()}
+    fig = gallery_figure([GalleryQuery("t2i", 0, 0, (0,), queries[0].preview, hits)], "t2i", NAMES)
+    assert sum(t.get_text() == "no preview" for ax in fig.axes for t in ax.texts) == 2
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "LA", "RGB", "RGBA", "1"])
+def test_thumbnails_of_every_mode_are_white_padded_rgb_squares(tmp_path, mode):
+    from bench.diag_figures import _thumbnail
+
+    path = tmp_path / f"{mode}.png"
+    Image.new("RGBA", (400, 100), (0, 0, 0, 255)).convert(mode).save(path)
+    thumb = _thumbnail(str(path), 160)
+    assert thumb.shape == (160, 160, 3)
+    assert (thumb[0, 0] == 255).all()  # padding above the 160 x 40 picture is white
+    assert thumb[80, 80].max() < 30  # the picture itself is black
+
+
+def test_an_image_over_the_preview_cap_is_not_decoded(tmp_path, monkeypatch):
+    import bench.diag_figures as figures
+
+    Image.new("RGB", (300, 200), (0, 0, 0)).save(tmp_path / "big.png")
+    monkeypatch.setattr(figures, "MAX_PREVIEW_PIXELS", 300 * 200 - 1)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded an image over the cap"))
+    assert figures._thumbnail(str(tmp_path / "big.png")) is None
