@@ -201,6 +201,18 @@ def _record_outcome(summary: SweepSummary, progress: Progress, spec: RunSpec, va
              "it may not have converged: more epochs could help")
 
 
+def _say_what_is_done(sweep: Sweep, states: dict[str, tuple[str, str]], summary: SweepSummary, echo: Echo) -> None:
+    """The skipped datasets and the runs already finished, one line each; counts them in `summary`."""
+    summary.total, summary.skipped_datasets = len(sweep.specs), dict(sweep.skipped)
+    for label, reason in sweep.skipped.items():
+        echo(f"skipped dataset {label}: {reason}")
+    summary.done_before = sum(state == "done" for state, _ in states.values())
+    if summary.done_before:
+        unavailable = sum(state == "skip" for state, _ in states.values())
+        echo(f"{summary.done_before} of {summary.total} runs already finished; skipping them (--force reruns)"
+             + (f"; {unavailable} more skipped with their unavailable datasets" if unavailable else ""))
+
+
 def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | DaskExecutor | None = None,
                   tracker: Tracker | None = None, force: bool = False, echo: Echo = print,
                   show_progress: bool = False, states: dict[str, tuple[str, str]] | None = None,
@@ -218,15 +230,8 @@ def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | Das
     tracker = tracker if isinstance(tracker, SafeTracker) else SafeTracker(tracker or NullTracker(), echo)
     states = states if states is not None else run_states(sweep, results, force)
     summary = summary if summary is not None else SweepSummary()
-    summary.total, summary.skipped_datasets = len(sweep.specs), dict(sweep.skipped)
-    for label, reason in sweep.skipped.items():
-        echo(f"skipped dataset {label}: {reason}")
+    _say_what_is_done(sweep, states, summary, echo)
     todo = pending(sweep, states)
-    summary.done_before = sum(state == "done" for state, _ in states.values())
-    if summary.done_before:
-        unavailable = sum(state == "skip" for state, _ in states.values())
-        echo(f"{summary.done_before} of {summary.total} runs already finished; skipping them (--force reruns)"
-             + (f"; {unavailable} more skipped with their unavailable datasets" if unavailable else ""))
     if not todo:
         return summary
     started = datetime.now(UTC).isoformat(timespec="microseconds")
