@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +58,12 @@ FORMATS = ("markdown", "plain", "latex", "csv", "html")
 LAYOUTS = ("paper", "long")
 
 
-@dataclass
-class ReportRequest:
-    """What `bench report` was asked for: the CLI fills it, `produce` carries it out."""
+@dataclass(frozen=True)
+class TableOptions:
+    """What the tables show (`build`'s options; `bench report`'s flags of the same names)."""
 
-    items: tuple[str, ...] = ()  # sweep names, sweep files and KEY=VALUE overrides
-    results: Path = Path("results")
-    fmt: str = "markdown"
     layout: str = "paper"
     metric: str = "map"
-    digits: int = 4
     caption: str | None = None
     label: str | None = None
     cost: bool = False
@@ -76,13 +72,28 @@ class ReportRequest:
     merge: bool = False
     against: str | None = None
     names: str | None = None
+    diag: bool = False
+
+
+@dataclass(frozen=True)
+class ReportRequest(TableOptions):
+    """What `bench report` was asked for: the table options, and what to read and write. The CLI
+    fills it, `produce` carries it out."""
+
+    items: tuple[str, ...] = ()  # sweep names, sweep files and KEY=VALUE overrides
+    results: Path = Path("results")
+    fmt: str = "markdown"
+    digits: int = 4
     per_seed: bool = False
     methods: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
     multirun: bool = False
     output: Path | None = None
     figures: Path | None = None
-    diag: bool = False
+
+    def table_options(self) -> dict[str, Any]:
+        """The `TableOptions` part, as `build` takes it."""
+        return {f.name: getattr(self, f.name) for f in fields(TableOptions)}
 
 
 @dataclass
@@ -101,21 +112,6 @@ class Report:
     published: list[Published] = field(default_factory=list)
     general: list[str] = field(default_factory=list)  # lines about the whole report
     stats: bool = False  # --stats: the csv summary gets the ablation columns
-
-
-@dataclass(frozen=True)
-class _Options:
-    layout: str = "paper"
-    metric: str = "map"
-    caption: str | None = None
-    label: str | None = None
-    cost: bool = False
-    test: str = "t"
-    stats: bool = False
-    merge: bool = False
-    against: str | None = None
-    names: str | None = None
-    diag: bool = False
 
 
 def latex_label(label: str | None, sweep: str, suffix: str = "") -> str:
@@ -142,7 +138,7 @@ def _check_metric(df: pd.DataFrame, m: Metric, where: str, others: dict[str, str
         raise BenchError(f"no record holds metric '{m.name}'{because}; available: {', '.join(available_metrics(df))}")
 
 
-def _main_table(summary: pd.DataFrame, df: pd.DataFrame, m: Metric, sweep: str, opts: _Options,
+def _main_table(summary: pd.DataFrame, df: pd.DataFrame, m: Metric, sweep: str, opts: TableOptions,
                 names: Names, extra: list[str]) -> Table:
     if opts.layout == "paper":
         main = paper_table(summary, m, sweep, names)
@@ -158,7 +154,7 @@ def _main_table(summary: pd.DataFrame, df: pd.DataFrame, m: Metric, sweep: str, 
     return main
 
 
-def _published(tables: list[Table], summary: pd.DataFrame, m: Metric, sweep: str, opts: _Options,
+def _published(tables: list[Table], summary: pd.DataFrame, m: Metric, sweep: str, opts: TableOptions,
                entries: list[Published], names: Names) -> set[Published]:
     """Add the published rows (paper layout: to the main table; long: a table of their own)."""
     datasets = list(dict.fromkeys(summary[summary["sweep"] == sweep]["dataset"]))
@@ -173,7 +169,7 @@ def _published(tables: list[Table], summary: pd.DataFrame, m: Metric, sweep: str
     return {e for e in entries if e.metric == m.name} - set(left)
 
 
-def _sweep_tables(df: pd.DataFrame, summary: pd.DataFrame, m: Metric, sweep: str, opts: _Options, names: Names,
+def _sweep_tables(df: pd.DataFrame, summary: pd.DataFrame, m: Metric, sweep: str, opts: TableOptions, names: Names,
                   extra: list[str], by_key: dict[str, dict[str, Any]]) -> tuple[list[Table], list[Comparison]]:
     tables = [_main_table(summary, df, m, sweep, opts, names, extra)]
     found, skipped = comparisons(df, m, sweep, opts.test)
@@ -208,7 +204,7 @@ def build(results: Path, sweeps: list[str] | None = None, keys: set[str] | None 
     """Read the records (or take them, already read) and assemble the tables and notes of each
     sweep (options: layout, metric, caption, label, cost, test, stats, merge, against, names; see
     `ReportRequest`)."""
-    opts = _Options(**options)
+    opts = TableOptions(**options)
     if opts.layout not in LAYOUTS:
         raise BenchError(f"unknown layout '{opts.layout}'; use paper or long")
     m, names = parse_metric(opts.metric), load_names(opts.names)
@@ -328,9 +324,7 @@ def produce(req: ReportRequest, echo: Callable[..., None]) -> None:
     if unusable:
         path, why = unusable[0]
         echo(f"note: skipped {len(unusable)} unreadable record(s), e.g. {path}: {why}", err=True)
-    rep = build(req.results, sel.names or None, selection=sel, records=records, layout=req.layout, metric=req.metric,
-                caption=req.caption, label=req.label, cost=req.cost, test=req.test, stats=req.stats, merge=req.merge,
-                against=req.against, names=req.names, diag=req.diag)
+    rep = build(req.results, sel.names or None, selection=sel, records=records, **req.table_options())
     per_seed = req.per_seed or (req.fmt == "csv" and req.layout == "long")
     with tempfile.TemporaryDirectory() as tmp:
         fig_dir = req.figures or (Path(tmp) if req.fmt == "html" else None)
