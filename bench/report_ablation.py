@@ -88,7 +88,7 @@ def split_protocol(df: pd.DataFrame, sweep: str) -> str:
         if split.isna().all():
             mode = "an unrecorded split"
         elif g["seed"].nunique() > 1 and (split == g["seed"]).all():
-            mode = "a different split per seed (the spread includes the split)"
+            mode = "its own split (split seed = training seed; the spread includes the split)"
         elif split.nunique() == 1:
             mode = f"one fixed split (split seed {split.iloc[0]}; the spread is the training seed's alone)"
         else:

@@ -77,7 +77,8 @@ def test_the_ablation_caption_says_when_each_seed_has_its_own_split(tmp_path):
         split = {"val": 0.1, "test": 0.2, "seed": seed}
         write(tmp_path, rec("pgnn_con", seed, FULL[seed], split=split))
         write(tmp_path, rec("pgnn_con/no_gan", seed, NO_GAN[seed], split=split, position=1))
-    assert "every seed uses a different split per seed (the spread includes the split)" in report(tmp_path)
+    assert "every seed uses its own split (split seed = training seed; the spread includes the split)" \
+        in report(tmp_path)
 
 
 def test_a_variant_equal_to_its_full_model_on_every_seed_is_identical_not_untested(tmp_path):
