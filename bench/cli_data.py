@@ -134,14 +134,12 @@ def data() -> None:
 def _load(ds: Any, name: str) -> CrossModalData:
     """Load a dataset; a size the machine cannot hold is a BenchError (estimated first when the plugin
     can, as `bench run` does), never a MemoryError traceback."""
-    from bench.memory import enlarged, gib, machine_bytes
+    from bench.memory import data_excess, machine_bytes
 
-    estimate, available = getattr(ds, "estimate_bytes", None), machine_bytes()
-    need = estimate() if callable(estimate) and available else None
-    if need is not None and need > available:
-        grown = enlarged(type(ds.params), dataclasses.asdict(ds.params))
-        raise BenchError(f"dataset {name}: needs about {gib(need)} of memory, more than the {gib(available)} here; "
-                         "use smaller parameters" + (f" ({grown})" if grown else ""))
+    excess = data_excess(ds, machine_bytes())
+    if excess is not None:
+        need, grown = excess
+        raise BenchError(f"dataset {name}: {need}; use smaller parameters" + (f" ({grown})" if grown else ""))
     try:
         return ds.load()
     except MemoryError as exc:

@@ -50,6 +50,18 @@ def enlarged(params_cls: type, values: dict[str, Any], limit: int = 3) -> str:
     return ", ".join(f"{k}={v}" for v, k in sorted(grown, reverse=True)[:limit])
 
 
+def data_excess(dataset: Any, available: int | None) -> tuple[str, str] | None:
+    """When a dataset plugin's own estimate (`estimate_bytes()`, optional) exceeds `available`:
+    ('needs about X of memory, more than the Y here', its parameters set above their defaults, see
+    `enlarged`); None when it fits, or when the plugin or the machine cannot say."""
+    estimate = getattr(dataset, "estimate_bytes", None)
+    need = estimate() if callable(estimate) and available else None
+    if need is None or need <= available:
+        return None
+    grown = enlarged(type(dataset.params), dataclasses.asdict(dataset.params))
+    return f"needs about {gib(need)} of memory, more than the {gib(available)} here", grown
+
+
 def model_bytes(method: Any, data: Any, seed: int = 0) -> int | None:
     """Bytes of a method's model (parameters and buffers) for `data`'s shapes, built on the meta
     device; None when the method has no `build` or it cannot be built that way. A model too large

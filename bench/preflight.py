@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.data import CrossModalData
 from bench.errors import BenchError
-from bench.memory import enlarged, gib, machine_bytes, model_bytes, training_bytes
+from bench.memory import data_excess, enlarged, gib, machine_bytes, model_bytes, training_bytes
 from bench.method import Method, resolve_device
 from bench.outputs import check_output_folder
 from bench.params import build
@@ -86,13 +86,10 @@ def check_devices(sweep: Sweep, specs: list[RunSpec]) -> None:
 def check_data_memory(sweep: Sweep, spec: RunSpec, available: int | None) -> None:
     """Refuse a dataset whose plugin estimates more memory (`estimate_bytes()`) than the machine has."""
     dcls = get_dataset(spec.dataset)
-    params = get_dataset_params(dcls, spec.dataset_params)
-    estimate = getattr(dcls(params), "estimate_bytes", None)
-    need = estimate() if callable(estimate) and available else None
-    if need is not None and need > available:
-        grown = enlarged(dcls.Params, spec.dataset_params)
-        raise BenchError(f"{sweep.path}: dataset '{spec.dataset_label}' needs about {gib(need)} of memory, more than "
-                         f"the {gib(available)} here; use smaller dataset parameters"
+    excess = data_excess(dcls(get_dataset_params(dcls, spec.dataset_params)), available)
+    if excess is not None:
+        need, grown = excess
+        raise BenchError(f"{sweep.path}: dataset '{spec.dataset_label}' {need}; use smaller dataset parameters"
                          + (f" ({grown})" if grown else ""))
 
 

@@ -257,6 +257,8 @@ CASES = {
     # 12. messages quote huge values shortened; dataset errors name the parameter
     "12 huge string for an integer parameter": data("check", "synthetic", "--param", "n=" + "x" * 1500,
                                                     needle="synthetic.n"),
+    "12 data check with rows beyond memory": data("check", "synthetic", "--param", "n=100000000000",
+                                                  needle="of memory, more than the"),
     "12 huge unknown parameter name": data("check", "synthetic", "--param", "y" * 1900 + "=1",
                                            needle="unknown parameter"),
     "12 synthetic with more groups than labels": run("datasets.synthetic.groups=9", needle="groups (9)"),
