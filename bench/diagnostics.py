@@ -380,8 +380,9 @@ def retrieval_gallery(models: Mapping[str, Embeddings], labels: np.ndarray, *, q
     The query items are the first `queries` of a seeded permutation of the sample (the same for every
     model) whose previews share no text and no image with the queries already chosen: real collections
     hold near copies (one author's series of clip art under one title), and a gallery showing one
-    query twice tells nothing new. The query's own pair is retrieved too, as in the mAP protocol, and flagged ``paired``. `items`
-    maps sample positions to the ids `preview` expects (dataset rows; default: the positions).
+    query twice tells nothing new. The query's own pair is retrieved too, as in the mAP protocol,
+    and flagged ``paired``. `items` maps sample positions to the ids `preview` expects (dataset
+    rows; default: the positions).
     `preview` (see the module docstring) is called once per distinct item shown; None leaves every
     preview None (the figure then has nothing to draw).
     """
