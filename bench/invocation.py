@@ -76,6 +76,7 @@ class SweepSummary:
 
     total: int = 0
     done_before: int = 0
+    unavailable: int = 0  # runs of datasets skipped as unavailable
     ok: int = 0
     failed: int = 0
     skipped_datasets: dict[str, str] = field(default_factory=dict)
@@ -207,10 +208,11 @@ def _say_what_is_done(sweep: Sweep, states: dict[str, tuple[str, str]], summary:
     for label, reason in sweep.skipped.items():
         echo(f"skipped dataset {label}: {reason}")
     summary.done_before = sum(state == "done" for state, _ in states.values())
+    summary.unavailable = sum(state == "skip" for state, _ in states.values())
     if summary.done_before:
-        unavailable = sum(state == "skip" for state, _ in states.values())
         echo(f"{summary.done_before} of {summary.total} runs already finished; skipping them (--force reruns)"
-             + (f"; {unavailable} more skipped with their unavailable datasets" if unavailable else ""))
+             + (f"; {summary.unavailable} more skipped with their unavailable datasets" if summary.unavailable
+                else ""))
 
 
 def execute_sweep(sweep: Sweep, results: Path, *, executor: SerialExecutor | DaskExecutor | None = None,
@@ -347,9 +349,8 @@ def run_sweep(req: RunRequest, echo: Echo, warn: Echo, show_progress: bool = Fal
     finally:
         lock.release()
     ran = summary.ok + summary.failed
-    skipped = sum(state == "skip" for state, _ in states.values())
     echo(f"sweep {sweep.name}: {summary.total} runs; {ran} ran now ({summary.ok} ok, {summary.failed} failed), "
-         f"{summary.done_before} already finished, {skipped} skipped; records in {out / 'runs'}")
+         f"{summary.done_before} already finished, {summary.unavailable} skipped; records in {out / 'runs'}")
     if summary.failed:
         warn(f"{summary.failed} run(s) failed; their reasons are in the records and above; rerunning the sweep "
              "retries them")

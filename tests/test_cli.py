@@ -221,3 +221,4 @@ def test_the_resume_line_counts_runs_of_unavailable_datasets_apart(tmp_path, cou
     # "1 of 2 already finished" alone reads as one run still to do; the other one has no data here
     assert "1 of 2 runs already finished; skipping them (--force reruns); 1 more skipped with their " \
            "unavailable datasets" in again.output
+    assert "sweep partly: 2 runs; 0 ran now (0 ok, 0 failed), 1 already finished, 1 skipped;" in again.output
